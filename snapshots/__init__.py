@@ -1,0 +1,8 @@
+"""snapshots: load CSV snapshot files into PostgreSQL exactly once."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("snapshots")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"

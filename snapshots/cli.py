@@ -1,0 +1,483 @@
+"""The command line. The only module that imports click: it parses options, calls the
+libraries underneath, prints, and maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from snapshots import __version__
+from snapshots.config import DatabaseTarget, resolve_database
+from snapshots.errors import ExitCode, SnapshotsError, UsageError
+
+log = logging.getLogger("snapshots")
+
+COMMANDS = ("import", "list", "forget", "retry", "sync", "migrate", "db")
+DEFAULT_TABLE = "snapshots"
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def _shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--database/--table/--schema, accepted before or after the command name."""
+    func = click.option("--schema", "schema_", metavar="NAME", envvar="SNAPSHOTS_SCHEMA",
+                        help="Schema of the table and ledger [default: the connection's "
+                             "first schema].")(func)
+    func = click.option("--table", metavar="NAME", envvar="SNAPSHOTS_TABLE",
+                        help=f"Target table [default: {DEFAULT_TABLE}].")(func)
+    func = click.option("--database", metavar="DB", envvar="SNAPSHOTS_DATABASE",
+                        help="host[:port][/dbname], postgresql:// URI or libpq key=value "
+                             "string [default: PG* variables, else embedded].")(func)
+    return func
+
+
+class Settings:
+    """Options from the group and the command, merged (the command's win)."""
+
+    def __init__(self) -> None:
+        self.database: str | None = None
+        self.table: str | None = None
+        self.schema: str | None = None
+        self.verbosity = 0
+
+    def merge(self, database: str | None, table: str | None, schema: str | None) -> None:
+        self.database = database or self.database
+        self.table = table or self.table
+        self.schema = schema or self.schema
+
+    @property
+    def table_name(self) -> str:
+        name = self.table or DEFAULT_TABLE
+        if not name.strip() or len(name.encode()) > 63 or "\x00" in name:
+            raise UsageError(f"--table {name!r}: a table name is 1 to 63 bytes")
+        return name
+
+
+def _settings(ctx: click.Context, database: str | None, table: str | None,
+              schema: str | None) -> Settings:
+    settings: Settings = ctx.ensure_object(Settings)
+    settings.merge(database, table, schema)
+    return settings
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Every expected error is one line on stderr (plus a hint) and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        settings: Settings = ctx.ensure_object(Settings)
+        try:
+            return func(*args, **kwargs)
+        except SnapshotsError as exc:
+            if settings.verbosity >= 2:
+                log.exception("details")
+            _print_error(exc)
+            ctx.exit(int(exc.exit_code))
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:  # a bug or something unforeseen: still one line
+            if settings.verbosity >= 1:
+                log.exception("unexpected error")
+            from snapshots.config import first_line
+            click.echo(f"error: {type(exc).__name__}: {first_line(str(exc))}", err=True)
+            click.echo("hint: run with -v for the traceback", err=True)
+            ctx.exit(int(ExitCode.FAILED))
+
+    return wrapper
+
+
+def _print_error(exc: SnapshotsError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+
+
+# --------------------------------------------------------------------------- the group
+
+
+class SnapshotsGroup(click.Group):
+    """`snapshots FILE...` (the seed's form) means `snapshots import FILE...`."""
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            if Path(args[0]).exists():
+                return "import", self.commands["import"], args
+            raise click.UsageError(
+                f"{args[0]!r} is neither a command nor an existing file or directory "
+                f"(commands: {', '.join(COMMANDS)})", ctx)
+        return super().resolve_command(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[OPTIONS] COMMAND [ARGS]...  |  FILE...")
+
+
+@click.group(cls=SnapshotsGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                   "max_content_width": 100})
+@_shared_options
+@click.option("-v", "--verbose", count=True, help="More output (-vv for debug and tracebacks).")
+@click.option("-q", "--quiet", is_flag=True, envvar="SNAPSHOTS_QUIET",
+              help="Only errors.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              envvar="SNAPSHOTS_LOG_FORMAT", show_default=True, help="Log line format.")
+@click.version_option(__version__, "--version", prog_name="snapshots")
+@click.pass_context
+def cli(ctx: click.Context, database: str | None, table: str | None, schema_: str | None,
+        verbose: int, quiet: bool, log_format: str) -> None:
+    """Load CSV snapshot files into PostgreSQL exactly once, and know what was loaded.
+
+    \b
+    snapshots import data/*.csv     load files (or directories)
+    snapshots list                  what is loaded, when, by whom
+    snapshots sync --data-dir DIR   keep a directory in sync
+    """
+    from snapshots.output import configure_logging
+
+    settings = _settings(ctx, database, table, schema_)
+    settings.verbosity = -1 if quiet else verbose
+    configure_logging(settings.verbosity, log_format)
+
+
+def _connect_target(settings: Settings) -> str:
+    """The conninfo to use; starts (or joins) the embedded server when none is given."""
+    target: DatabaseTarget = resolve_database(settings.database)
+    if target.conninfo is not None:
+        return target.conninfo
+    from snapshots import embedded
+
+    return embedded.acquire()
+
+
+# --------------------------------------------------------------------------- import
+
+
+def _csv_options(delimiter: str, quote: str, null: str, encoding: str, no_header: bool,
+                 columns: str | None) -> Any:
+    from snapshots.csvfile import CsvOptions
+
+    cols = tuple(c.strip() for c in columns.split(",")) if columns else None
+    return CsvOptions(delimiter=_unescape(delimiter), quote=quote, null=null, encoding=encoding,
+                      header=not no_header, columns=cols)
+
+
+def _unescape(value: str) -> str:
+    return {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(value, value)
+
+
+def import_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    decorators = [
+        click.option("--mode", type=click.Choice(["auto", "append", "upsert"]), default="auto",
+                     envvar="SNAPSHOTS_MODE", show_default=True,
+                     help="append keeps every snapshot's rows; upsert merges on the primary "
+                          "key; auto picks from the table."),
+        click.option("--replace", is_flag=True, envvar="SNAPSHOTS_REPLACE",
+                     help="Supersede an earlier import of the same name with different bytes."),
+        click.option("--force", is_flag=True, envvar="SNAPSHOTS_FORCE",
+                     help="Upsert a snapshot older than the newest one merged."),
+        click.option("--delete-missing", is_flag=True, envvar="SNAPSHOTS_DELETE_MISSING",
+                     help="Upsert: delete rows whose key is not in the snapshot."),
+        click.option("--dry-run", is_flag=True, envvar="SNAPSHOTS_DRY_RUN",
+                     help="Validate every row; write nothing."),
+        click.option("--on-error", type=click.Choice(["abort", "skip"]), default="abort",
+                     envvar="SNAPSHOTS_ON_ERROR", show_default=True,
+                     help="skip: load the good rows, keep bad ones in snapshot_rejects."),
+        click.option("--max-rejects", type=click.IntRange(min=0), envvar="SNAPSHOTS_MAX_REJECTS",
+                     help="With --on-error skip: fail the file beyond N rejected rows."),
+        click.option("--type", "types", multiple=True, metavar="COL=TYPE",
+                     envvar="SNAPSHOTS_TYPE", help="Column type for a new table (repeatable)."),
+        click.option("--schema-evolution", type=click.Choice(["strict", "add"]),
+                     default="strict", envvar="SNAPSHOTS_SCHEMA_EVOLUTION", show_default=True,
+                     help="add: add new columns, load missing ones as NULL, widen types."),
+        click.option("--delimiter", default=",", envvar="SNAPSHOTS_DELIMITER", show_default=True,
+                     help="Field delimiter (one character; \\t for tab)."),
+        click.option("--quote", default='"', envvar="SNAPSHOTS_QUOTE", show_default=True,
+                     help="Quote character."),
+        click.option("--null", default="", envvar="SNAPSHOTS_NULL",
+                     help="String that means NULL [default: unquoted empty field]."),
+        click.option("--encoding", default="UTF8", envvar="SNAPSHOTS_ENCODING",
+                     show_default=True, help="File encoding (converted by the server)."),
+        click.option("--no-header", is_flag=True, envvar="SNAPSHOTS_NO_HEADER",
+                     help="The file has no header line: give --columns."),
+        click.option("--columns", metavar="A,B,...", envvar="SNAPSHOTS_COLUMNS",
+                     help="Column names for --no-header files."),
+        click.option("--jobs", type=click.IntRange(min=1), envvar="SNAPSHOTS_JOBS",
+                     help="Database connections to use at once [default: CPUs, at most 4]."),
+        click.option("--pushgateway", metavar="URL", envvar="SNAPSHOTS_PUSHGATEWAY",
+                     help="Push this run's metrics to a Prometheus Pushgateway."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+@cli.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@import_options
+@_shared_options
+@click.pass_context
+@handle_errors
+def import_cmd(ctx: click.Context, paths: tuple[Path, ...], database: str | None,
+               table: str | None, schema_: str | None, **options: Any) -> None:
+    """Import snapshot FILEs (and the *.csv / *.csv.gz files of DIRs), each exactly once."""
+    from snapshots.csvfile import expand_inputs
+    from snapshots.importer import ImportOptions
+
+    settings = _settings(ctx, database, table, schema_)
+    files = expand_inputs(paths)
+    if not files:
+        raise UsageError("no .csv or .csv.gz files found in " + ", ".join(map(str, paths)))
+    from snapshots.csvfile import parse_type_overrides
+
+    opts = ImportOptions(
+        mode=options["mode"], replace=options["replace"], force=options["force"],
+        delete_missing=options["delete_missing"], dry_run=options["dry_run"],
+        on_error=options["on_error"], max_rejects=options["max_rejects"],
+        types=parse_type_overrides(options["types"]),
+        schema_evolution=options["schema_evolution"],
+        csv=_csv_options(options["delimiter"], options["quote"], options["null"],
+                         options["encoding"], options["no_header"], options["columns"]),
+    )
+    if opts.max_rejects is not None and opts.on_error != "skip":
+        raise UsageError("--max-rejects goes with --on-error skip")
+    conninfo = _connect_target(settings)
+    code = run_imports(conninfo, files, table=settings.table_name, schema=settings.schema,
+                       options=opts, jobs=options["jobs"], pushgateway=options["pushgateway"],
+                       quiet=settings.verbosity < 0)
+    ctx.exit(int(code))
+
+
+def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
+                options: Any, jobs: int | None, pushgateway: str | None,
+                quiet: bool) -> ExitCode:
+    """Import, printing one line per file as it finishes; the exit code for the run."""
+    from snapshots.output import is_terminal, progress_bar, result_line
+    from snapshots.runner import import_files
+
+    results = []
+    with progress_bar(is_terminal(sys.stderr) and not quiet) as bar:
+
+        def progress_for(path: Path) -> Any:
+            if bar is None:
+                return None
+            task = bar.add_task(path.name, total=path.stat().st_size)
+
+            def update(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+                if done >= total:
+                    bar.remove_task(task)
+            return update
+
+        for result in import_files(conninfo, files, table=table, schema=schema, options=options,
+                                   jobs=jobs, progress=progress_for):
+            results.append(result)
+            for warning in result.warnings:
+                log.warning(warning)
+            line = result_line(result)
+            if result.ok:
+                if not quiet:
+                    (bar.console.print if bar is not None else click.echo)(line)
+            else:
+                click.echo(f"error: {line}", err=True)
+                if result.error is not None and result.error.hint:
+                    click.echo(f"hint: {result.error.hint}", err=True)
+    if pushgateway:
+        from snapshots.metrics import push_results
+
+        push_results(pushgateway, results, table=table, origin=options.origin)
+    failures = [r for r in results if not r.ok]
+    if any(isinstance(r.error, SnapshotsError) and r.error.exit_code == ExitCode.DATABASE
+           for r in failures) and len(failures) == len(results):
+        return ExitCode.DATABASE
+    if len(results) > 1 and not quiet:
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r.result] = counts.get(r.result, 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+        click.echo(f"{len(results)} files: {summary}", err=bool(failures))
+    return ExitCode.FAILED if failures else ExitCode.OK
+
+
+# --------------------------------------------------------------------------- list
+
+
+@cli.command("list")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              envvar="SNAPSHOTS_FORMAT", show_default=True, help="Output format.")
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice(["importing", "imported", "failed", "replaced", "forgotten"]),
+              help="Only records with this status (repeatable).")
+@click.option("--all", "every", is_flag=True, help="Every import attempt, not one per snapshot.")
+@_shared_options
+@click.pass_context
+@handle_errors
+def list_cmd(ctx: click.Context, files: tuple[Path, ...], fmt: str, statuses: tuple[str, ...],
+             every: bool, database: str | None, table: str | None, schema_: str | None) -> None:
+    """What is loaded, when and by whom; with FILEs, whether each file is imported."""
+    from snapshots.listing import file_states, list_snapshots
+    from snapshots.output import render_records, render_states
+
+    settings = _settings(ctx, database, table, schema_)
+    conninfo = _connect_target(settings)
+    if files:
+        states = file_states(conninfo, files, table=settings.table_name, schema=settings.schema)
+        render_states(states, fmt, sys.stdout)
+        ctx.exit(0 if all(s["state"] == "imported" for s in states) else 1)
+    records = list_snapshots(conninfo, table=settings.table_name, schema=settings.schema,
+                             statuses=statuses, every_attempt=every)
+    render_records(records, fmt, sys.stdout, table=settings.table_name)
+
+
+# --------------------------------------------------------------------------- forget
+
+
+@cli.command("forget")
+@click.argument("targets", nargs=-1)
+@click.option("--older-than", type=click.IntRange(min=0), metavar="DAYS",
+              help="Forget snapshots older than DAYS (by snapshot date, else import time).")
+@click.option("--keep", type=click.IntRange(min=0), metavar="N",
+              help="Keep the newest N snapshots, forget the rest.")
+@_shared_options
+@click.pass_context
+@handle_errors
+def forget_cmd(ctx: click.Context, targets: tuple[str, ...], older_than: int | None,
+               keep: int | None, database: str | None, table: str | None,
+               schema_: str | None) -> None:
+    """Forget snapshots by NAME or IMPORT_ID (append mode deletes their rows).
+
+    A path is reduced to its file name (the file need not exist); `42` is an import id,
+    `./42` a name.
+    """
+    from snapshots.listing import forget_snapshots
+
+    settings = _settings(ctx, database, table, schema_)
+    chosen = sum(bool(x) for x in (targets, older_than is not None, keep is not None))
+    if chosen != 1:
+        raise UsageError("give NAME|IMPORT_ID..., or --older-than DAYS, or --keep N (one of them)")
+    ids, names = split_names_and_ids(targets)
+    conninfo = _connect_target(settings)
+    result, missing = forget_snapshots(conninfo, table=settings.table_name, schema=settings.schema,
+                                       ids=ids, names=names, older_than_days=older_than,
+                                       keep=keep)
+    for record in result.records:
+        click.echo(f"forgot {record.file_name} (#{record.id})")
+    if result.rows_deleted:
+        click.echo(f"deleted {result.rows_deleted:,} rows")
+    if not result.records and not missing:
+        click.echo("nothing to forget")
+    for word in missing:
+        click.echo(f"error: no imported snapshot {word} in {settings.table_name}", err=True)
+    ctx.exit(1 if missing else 0)
+
+
+def split_names_and_ids(words: Sequence[str]) -> tuple[list[int], list[str]]:
+    """`42` is an import id; anything else (`./42`, a path) is reduced to a file name."""
+    ids: list[int] = []
+    names: list[str] = []
+    for word in words:
+        if word.isdigit():
+            ids.append(int(word))
+        else:
+            name = Path(word).name
+            if not name:
+                raise UsageError(f"{word!r} names no file")
+            names.append(name)
+    return ids, names
+
+
+# --------------------------------------------------------------------------- migrate, db
+
+
+@cli.command("migrate")
+@_shared_options
+@click.pass_context
+@handle_errors
+def migrate_cmd(ctx: click.Context, database: str | None, table: str | None,
+                schema_: str | None) -> None:
+    """Apply the ledger's schema migrations explicitly."""
+    from snapshots import schema as ddl
+    from snapshots.config import connect
+
+    settings = _settings(ctx, database, table, schema_)
+    with connect(_connect_target(settings)) as conn:
+        schema = settings.schema or ddl.current_schema(conn)
+        applied = ddl.migrate(conn, schema)
+    if applied:
+        click.echo(f"ledger in schema {schema} migrated to version {applied[-1]} "
+                   f"(applied {', '.join(map(str, applied))})")
+    else:
+        click.echo(f"ledger in schema {schema} is current (version {ddl.LATEST_VERSION})")
+
+
+@cli.group("db")
+def db_group() -> None:
+    """The embedded PostgreSQL used when no database is given."""
+
+
+@db_group.command("start")
+@handle_errors
+def db_start() -> None:
+    """Start it and keep it running until `snapshots db stop`."""
+    from snapshots import embedded
+
+    click.echo(embedded.start())
+
+
+@db_group.command("url")
+@handle_errors
+def db_url() -> None:
+    """Print a URI for psql (the server must be running: `snapshots db start`)."""
+    from snapshots import embedded
+
+    uri = embedded.url()
+    if uri is None:
+        raise SnapshotsError("the embedded PostgreSQL is not running",
+                             hint="start it with `snapshots db start`")
+    click.echo(uri)
+
+
+@db_group.command("status")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@handle_errors
+def db_status(fmt: str) -> None:
+    """Is it running, where is its data, who uses it."""
+    from dataclasses import asdict
+
+    from snapshots import embedded
+
+    status = embedded.status()
+    if fmt == "json":
+        click.echo(json.dumps(asdict(status), default=str, indent=2))
+        return
+    for key, value in asdict(status).items():
+        click.echo(f"{key}: {value}")
+    if not status.running:
+        sys.exit(1)
+
+
+@db_group.command("stop")
+@handle_errors
+def db_stop() -> None:
+    """Stop it now."""
+    from snapshots import embedded
+
+    click.echo("stopped" if embedded.stop() else "not running")
+
+
+def main() -> None:
+    cli(prog_name="snapshots")

@@ -1,0 +1,152 @@
+"""Where the database is: the forms of --database, libpq's environment, redaction.
+
+Precedence: --database, then SNAPSHOTS_DATABASE (Click resolves both into one value), then
+libpq's own variables (PGHOST or PGSERVICE set means "a database is given"), then the embedded
+default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from snapshots.errors import DatabaseUnavailable, UsageError
+
+DEFAULT_CONNECT_TIMEOUT = 10
+APPLICATION_NAME = "snapshots"
+
+_HOST_PORT_DB = re.compile(
+    r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s]+)(?::(?P<port>\d+))?(?:/(?P<dbname>[^\s/]+))?$")
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A resolved database: a libpq conninfo string, or None for the embedded default."""
+
+    conninfo: str | None
+
+    @property
+    def embedded(self) -> bool:
+        return self.conninfo is None
+
+
+def parse_database(value: str) -> str:
+    """Turn any accepted --database form into a libpq conninfo string.
+
+    Forms: `host`, `host:port`, `host:port/dbname`, a postgresql:// URI, or `key=value ...`.
+    """
+    text = value.strip()
+    if not text:
+        raise UsageError("--database is empty")
+    if text.startswith(("postgresql://", "postgres://")):
+        conninfo = text
+    elif "=" in text:
+        conninfo = text
+    else:
+        match = _HOST_PORT_DB.match(text)
+        if not match:
+            raise UsageError(
+                f"--database {text!r} is not host[:port][/dbname], a postgresql:// URI "
+                "or a key=value connection string")
+        params: dict[str, str] = {"host": match["host"].strip("[]")}
+        if match["port"]:
+            params["port"] = match["port"]
+        if match["dbname"]:
+            params["dbname"] = match["dbname"]
+        conninfo = make_conninfo(**params)
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise UsageError(f"--database: {first_line(str(exc))}") from None
+    return conninfo
+
+
+def resolve_database(option: str | None, environ: Mapping[str, str] | None = None) -> DatabaseTarget:
+    env = os.environ if environ is None else environ
+    if option:
+        return DatabaseTarget(parse_database(option))
+    if env.get("PGHOST") or env.get("PGSERVICE"):
+        return DatabaseTarget("")  # libpq reads PG* variables and ~/.pgpass itself
+    return DatabaseTarget(None)
+
+
+def with_defaults(conninfo: str, environ: Mapping[str, str] | None = None) -> str:
+    """Add a connect timeout and our application name unless the user chose their own."""
+    env = os.environ if environ is None else environ
+    given = conninfo_to_dict(conninfo) if conninfo else {}
+    extra: dict[str, str] = {}
+    if "connect_timeout" not in given and "PGCONNECT_TIMEOUT" not in env:
+        extra["connect_timeout"] = env.get("SNAPSHOTS_CONNECT_TIMEOUT",
+                                           str(DEFAULT_CONNECT_TIMEOUT))
+    if "application_name" not in given and "PGAPPNAME" not in env:
+        extra["application_name"] = APPLICATION_NAME
+    return make_conninfo(conninfo, **extra)
+
+
+def redact(conninfo: str) -> str:
+    """The conninfo for display: never a password."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<unparseable connection string>"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def describe(conninfo: str | None) -> str:
+    """Short, password-free `user@host:port/dbname` for messages."""
+    if conninfo is None:
+        return "the embedded PostgreSQL"
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<database>"
+    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    db = params.get("dbname") or os.environ.get("PGDATABASE") or ""
+    return f"{host}:{port}/{db}" if db else f"{host}:{port}"
+
+
+def scrub(message: str, conninfo: str | None) -> str:
+    """Remove the password from a server or libpq message, should one ever echo it."""
+    if not conninfo:
+        return message
+    try:
+        password = conninfo_to_dict(conninfo).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    password = password or os.environ.get("PGPASSWORD")
+    if password:
+        message = message.replace(str(password), "***")
+    return message
+
+
+def first_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[0] if lines else message.strip()
+
+
+def connect(conninfo: str, *, autocommit: bool = True) -> psycopg.Connection:
+    """Open a connection; a server that can't be reached or refuses us is exit code 3."""
+    full = with_defaults(conninfo)
+    try:
+        return psycopg.connect(full, autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to {describe(conninfo)}: {scrub(connection_reason(exc), full)}",
+            hint="check --database / SNAPSHOTS_DATABASE, that the server runs, and the login",
+        ) from None
+
+
+def connection_reason(exc: BaseException) -> str:
+    """libpq's reason without its 'connection to server at ... failed:' preamble."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    text = re.sub(r'connection to server (at|on socket) "[^"]*"(, port \d+)? failed: ', "", text)
+    parts = [p.strip() for p in text.split("; ") if p.strip()]
+    return parts[0] if parts else text

@@ -1,0 +1,465 @@
+"""Everything about a snapshot file that needs no database.
+
+File naming and snapshot dates, hashing, opening plain and gzipped files, reading and
+normalising the header, and type inference. Pure functions and small classes: the importer
+wires them to PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import gzip
+import hashlib
+import io
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from snapshots.errors import InputError, UsageError
+
+# A field may be as large as PostgreSQL allows (1 GB); the csv module stops at 128 KiB.
+csv.field_size_limit(2**31 - 1)
+
+CHUNK_SIZE = 1 << 20  # 1 MiB: big enough to amortise syscalls, small enough for flat memory
+MAX_COLUMNS = 1600  # PostgreSQL's limit on columns per table
+MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1
+MAX_FIELD_BYTES = 1 << 30  # PostgreSQL's 1 GB limit per field
+
+_DATE_RUN = re.compile(r"(?<!\d)(\d{8})(?!\d)")
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+# PostgreSQL encoding names (what the server converts from) to Python codecs (what we use to
+# read the header and to validate values). The server does the real conversion.
+_PG_TO_PYTHON = {
+    "UTF8": "utf-8",
+    "UTF-8": "utf-8",
+    "LATIN1": "latin-1",
+    "ISO88591": "latin-1",
+    "LATIN2": "iso8859-2",
+    "LATIN9": "iso8859-15",
+    "WIN1250": "cp1250",
+    "WIN1251": "cp1251",
+    "WIN1252": "cp1252",
+    "SQL_ASCII": "latin-1",
+    "EUC_JP": "euc_jp",
+    "SJIS": "shift_jis",
+    "GBK": "gbk",
+    "GB18030": "gb18030",
+    "BIG5": "big5",
+    "KOI8R": "koi8-r",
+}
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def snapshot_date(name: str) -> dt.date | None:
+    """The first run of exactly 8 digits in the name that is a valid YYYYMMDD date."""
+    for match in _DATE_RUN.finditer(name):
+        digits = match.group(1)
+        try:
+            return dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+        except ValueError:
+            continue
+    return None
+
+
+def load_order(paths: Iterable[Path]) -> list[Path]:
+    """Snapshot-date order, undated last, then by name: time must not run backwards."""
+
+    def key(path: Path) -> tuple[int, dt.date, str]:
+        day = snapshot_date(path.name)
+        return (0, day, path.name) if day else (1, dt.date.min, path.name)
+
+    return sorted(paths, key=key)
+
+
+def is_snapshot_file(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".csv") or name.endswith(".csv.gz")
+
+
+def is_gzip(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+def expand_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Files stay as given; a directory becomes its *.csv and *.csv.gz files (not recursive).
+
+    Raises UsageError for a path that is neither a readable file nor a directory.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = [p for p in path.iterdir() if p.is_file() and is_snapshot_file(p)
+                     and not p.name.startswith(".")]
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        elif path.exists():
+            raise UsageError(f"{path}: not a regular file or a directory")
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    return load_order(files)
+
+
+# --------------------------------------------------------------------------- bytes
+
+
+class HashingReader(io.RawIOBase):
+    """Wraps a binary file so every byte read through it is also hashed.
+
+    A gzip file is hashed compressed (as stored) by putting this under GzipFile.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self.sha256.update(memoryview(buffer)[:n])
+            self.bytes_read += n
+        return n or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """Hex sha256 of the file's bytes as stored, and its size. This is where a file is hashed."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb", buffering=0) as f:
+        buf = bytearray(CHUNK_SIZE)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+            size += n
+    return digest.hexdigest(), size
+
+
+def open_content(path: Path) -> tuple[BinaryIO, HashingReader]:
+    """The file's content (decompressed for .gz) and the hashing reader under it."""
+    raw = HashingReader(path.open("rb", buffering=0))
+    if is_gzip(path):
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
+    return io.BufferedReader(raw, CHUNK_SIZE), raw  # type: ignore[return-value]
+
+
+def iter_chunks(stream: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    while chunk := stream.read(size):
+        yield chunk
+
+
+# --------------------------------------------------------------------------- dialect
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    delimiter: str = ","
+    quote: str = '"'
+    null: str = ""
+    encoding: str = "UTF8"
+    header: bool = True
+    columns: tuple[str, ...] | None = None  # with header=False
+
+    def __post_init__(self) -> None:
+        for label, value in (("--delimiter", self.delimiter), ("--quote", self.quote)):
+            if len(value) != 1 or value in "\r\n":
+                raise UsageError(f"{label} must be one character other than a line break")
+            if len(value.encode("utf-8")) != 1:
+                raise UsageError(f"{label} must be a single-byte character, got {value!r}")
+        if self.delimiter == self.quote:
+            raise UsageError("--delimiter and --quote must differ")
+        if any(c in self.null for c in "\r\n") or self.delimiter in self.null \
+                or self.quote in self.null:
+            raise UsageError("--null must not contain the delimiter, the quote or a line break")
+        if not self.header and not self.columns:
+            raise UsageError("--no-header needs --columns A,B,...")
+        if self.header and self.columns:
+            raise UsageError("--columns goes with --no-header")
+        python_codec(self.encoding)  # validates the name
+
+    @property
+    def python_encoding(self) -> str:
+        return python_codec(self.encoding)
+
+    def reader(self, lines: Iterable[str]) -> Iterator[list[str]]:
+        return csv.reader(lines, delimiter=self.delimiter, quotechar=self.quote,
+                          doublequote=True, strict=True)
+
+
+def python_codec(pg_encoding: str) -> str:
+    key = pg_encoding.upper().replace("-", "").replace("_", "")
+    for name, codec in _PG_TO_PYTHON.items():
+        if name.replace("_", "").replace("-", "") == key:
+            return codec
+    try:
+        return codecs.lookup(pg_encoding).name
+    except LookupError:
+        raise UsageError(f"--encoding {pg_encoding!r} is not an encoding PostgreSQL and "
+                         "snapshots both know", hint="try UTF8, LATIN1 or WIN1252") from None
+
+
+def decoded_lines(chunks: Iterable[bytes], encoding: str, *, file: str) -> Iterator[str]:
+    """Text lines (ends kept) from byte chunks; invalid bytes name the line they are on."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    carry = ""
+    line_no = 1
+    for chunk in chunks:
+        try:
+            text = carry + decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            bad = chunk[max(0, exc.start - 20): exc.end + 20]
+            prefix = chunk[: exc.start]
+            raise InputError(f"invalid byte sequence for encoding {encoding}",
+                             file=file, line=line_no + carry.count("\n") + prefix.count(b"\n"),
+                             value=bad.decode(encoding, "replace")) from None
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith(("\n", "\r")):
+            carry = lines.pop()
+        else:
+            carry = ""
+        # A CRLF split across chunks shows up as "\r" then "\n"; csv copes with both.
+        line_no += len(lines)
+        yield from lines
+    try:
+        carry += decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise InputError(f"invalid byte sequence for encoding {encoding} at the end of the file",
+                         file=file, line=line_no) from None
+    if carry:
+        yield carry
+
+
+# --------------------------------------------------------------------------- header
+
+
+def normalize_name(name: str) -> str:
+    """`Store Name` -> `store_name`: trimmed, lower-cased, non-alphanumerics become `_`."""
+    return _NON_ALNUM.sub("_", name.strip().lower())
+
+
+@dataclass(frozen=True)
+class Header:
+    raw: tuple[str, ...]  # as written in the file
+    names: tuple[str, ...]  # normalised: the table's column names
+
+
+def check_names(raw: Sequence[str], *, file: str, line: int | None = 1) -> Header:
+    """Normalise header names; empty, colliding and over-long names are errors."""
+    if len(raw) > MAX_COLUMNS:
+        raise InputError(f"{len(raw)} columns, more than PostgreSQL's limit of {MAX_COLUMNS}",
+                         file=file, line=line)
+    names: list[str] = []
+    seen: dict[str, str] = {}
+    for position, original in enumerate(raw, start=1):
+        if "\x00" in original:
+            raise InputError("NUL byte in the header", file=file, line=line)
+        name = normalize_name(original)
+        if not name.strip("_"):
+            raise InputError(f"column {position} has an empty name", file=file, line=line,
+                             value=original)
+        if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+            raise InputError(f"column name longer than {MAX_IDENTIFIER_BYTES} bytes",
+                             file=file, line=line, value=original)
+        if name == "snapshot_id":
+            raise InputError("column name snapshot_id is reserved for the ledger reference",
+                             file=file, line=line, value=original)
+        if name in seen:
+            what = "duplicate column name" if seen[name] == original else \
+                f"column names {seen[name]!r} and {original!r} both become"
+            raise InputError(what, file=file, line=line, value=name)
+        seen[name] = original
+        names.append(name)
+    return Header(raw=tuple(raw), names=tuple(names))
+
+
+def read_header(path: Path, options: CsvOptions) -> Header:
+    """The file's header (or --columns), checked. Reads only the first record."""
+    file = str(path)
+    if not options.header:
+        assert options.columns is not None
+        return check_names(options.columns, file=file, line=None)
+    stream, _ = open_content(path)
+    with stream:
+        try:
+            first = stream.read(64 * 1024)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"cannot read the file: {exc}", file=file) from None
+        if not first.strip():
+            raise InputError("empty file: no header line", file=file, line=1,
+                             hint="a snapshot needs at least a header line")
+        rest = iter_chunks(stream)
+        chunks = _chain_first(first, rest)
+        encoding = options.python_encoding
+        if encoding == "utf-8":
+            encoding = "utf-8-sig"  # a BOM belongs to the file, not to the first column name
+        try:
+            record = next(options.reader(decoded_lines(chunks, encoding, file=file)))
+        except csv.Error as exc:
+            raise InputError(f"malformed header: {exc}", file=file, line=1) from None
+        except StopIteration:
+            raise InputError("empty file: no header line", file=file, line=1) from None
+    return check_names(record, file=file)
+
+
+def _chain_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+# --------------------------------------------------------------------------- types
+
+BIGINT, NUMERIC, BOOLEAN, DATE, TIMESTAMP, TIMESTAMPTZ, TEXT = (
+    "bigint", "numeric", "boolean", "date", "timestamp", "timestamptz", "text")
+
+# Most specific first: the first candidate still standing is the column's type.
+TYPE_PRIORITY = (BIGINT, NUMERIC, BOOLEAN, DATE, TIMESTAMP, TIMESTAMPTZ)
+
+# Only forms PostgreSQL stores and prints back exactly: no leading zeros, no explicit '+',
+# no exponent, no '-0', ISO dates only (locale-style dates stay text).
+_INT = r"(?:0|-?[1-9][0-9]{0,18})"
+_DEC = r"(?:-?(?:0|[1-9][0-9]*)\.[0-9]+)"
+_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_TIME = r"[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+_OFFSET = r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)"
+_PATTERNS = {
+    BIGINT: _INT,
+    NUMERIC: rf"(?:{_INT}|{_DEC})",
+    BOOLEAN: r"(?:true|false)",
+    DATE: _DATE,
+    TIMESTAMP: rf"{_DATE}[ T]{_TIME}",
+    TIMESTAMPTZ: rf"{_DATE}[ T]{_TIME}{_OFFSET}",
+}
+_SINGLE = {t: re.compile(p) for t, p in _PATTERNS.items()}
+# One regex call over a whole column batch joined by newlines keeps the work in C.
+_MANY = {t: re.compile(rf"(?:{p}\n)*{p}") for t, p in _PATTERNS.items()}
+_NEGATIVE_ZERO = re.compile(r"-0(?:\.0+)?")
+
+
+def _value_fits(kind: str, value: str) -> bool:
+    if not _SINGLE[kind].fullmatch(value):
+        return False
+    if kind in (BIGINT, NUMERIC) and _NEGATIVE_ZERO.fullmatch(value):
+        return False
+    if kind == BIGINT and len(value.lstrip("-")) == 19:
+        return -(2**63) <= int(value) < 2**63
+    if kind in (DATE, TIMESTAMP, TIMESTAMPTZ):
+        return _valid_datetime(kind, value)
+    return True
+
+
+def _valid_datetime(kind: str, value: str) -> bool:
+    try:
+        if kind == DATE:
+            dt.date.fromisoformat(value)
+        else:
+            text = value.replace("Z", "+00:00") if value.endswith("Z") else value
+            parsed = dt.datetime.fromisoformat(text)
+            if kind == TIMESTAMPTZ and parsed.tzinfo is None:
+                return False
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class TypeInference:
+    """Narrowest lossless type per column, refined batch by batch (widening only).
+
+    An unquoted empty field is NULL and says nothing about the type. Python's csv module (3.11)
+    cannot tell `""` from an empty field; the importer catches the rare `""` in a typed column
+    when COPY rejects it and widens that column to text.
+    """
+
+    width: int
+    overrides: dict[int, str] = field(default_factory=dict)
+    null: str = ""
+    _candidates: list[set[str]] = field(init=False)
+    _seen_value: list[bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._candidates = [set(TYPE_PRIORITY) for _ in range(self.width)]
+        self._seen_value = [False] * self.width
+        for index in self.overrides:
+            self._candidates[index] = set()
+
+    def feed(self, rows: Sequence[Sequence[str]]) -> None:
+        if not rows:
+            return
+        for index, column in enumerate(zip(*rows, strict=False)):
+            candidates = self._candidates[index]
+            if not candidates:
+                continue
+            values = [v for v in set(column) if v != self.null]
+            if not values:
+                continue
+            self._seen_value[index] = True
+            for kind in list(candidates):
+                if not self._all_fit(kind, values):
+                    candidates.discard(kind)
+
+    def widen(self, index: int, to: str = TEXT) -> None:
+        """Forget candidates narrower than `to` (used when the server rejects a value)."""
+        if to == TEXT:
+            self._candidates[index] = set()
+        else:
+            order = list(TYPE_PRIORITY)
+            self._candidates[index] &= set(order[order.index(to):])
+
+    def _all_fit(self, kind: str, values: list[str]) -> bool:
+        joined = "\n".join(values)
+        if joined.count("\n") == len(values) - 1 and _MANY[kind].fullmatch(joined):
+            if kind == BIGINT:
+                return all(_value_fits(kind, v) for v in values
+                           if len(v) >= 19 or v.startswith("-0"))
+            if kind == NUMERIC:
+                return not any(_NEGATIVE_ZERO.fullmatch(v) for v in values if v.startswith("-0"))
+            if kind in (DATE, TIMESTAMP, TIMESTAMPTZ):
+                return all(_valid_datetime(kind, v) for v in values)
+            return True
+        if joined.count("\n") != len(values) - 1:
+            return all(_value_fits(kind, v) for v in values)
+        return False
+
+    def types(self) -> list[str]:
+        result = []
+        for index, candidates in enumerate(self._candidates):
+            if index in self.overrides:
+                result.append(self.overrides[index])
+            elif not self._seen_value[index]:
+                result.append(TEXT)
+            else:
+                result.append(next((t for t in TYPE_PRIORITY if t in candidates), TEXT))
+        return result
+
+
+def parse_type_overrides(specs: Sequence[str]) -> dict[str, str]:
+    """`--type COL=TYPE` pairs, keyed by normalised column name."""
+    result: dict[str, str] = {}
+    for spec in specs:
+        column, sep, kind = spec.partition("=")
+        if not sep or not column.strip() or not kind.strip():
+            raise UsageError(f"--type {spec!r}: expected COL=TYPE, e.g. --type user_id=bigint")
+        result[normalize_name(column)] = kind.strip()
+    return result
+
+
+def widen_type(current: str) -> str:
+    """The next wider type when a value does not fit (schema evolution `add`)."""
+    base = current.lower()
+    if base in ("smallint", "integer", "bigint", "int2", "int4", "int8"):
+        return NUMERIC
+    return TEXT

@@ -1,0 +1,756 @@
+"""The import engine: claim, COPY stream, record, as one atomic step per file.
+
+Per file: hash it, take the snapshot's name lock, decide (already imported, conflict, new),
+claim an `importing` record (committed on its own so a failure stays visible), then ONE
+transaction loads the rows and flips the record to `imported`. Rows and record become visible
+together or not at all; a killed process leaves a claim that the next run marks interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from snapshots import schema as ddl
+from snapshots import store
+from snapshots.config import connect, first_line
+from snapshots.copyerrors import input_error_from_copy, physical_line
+from snapshots.csvfile import (
+    TEXT,
+    CsvOptions,
+    Header,
+    TypeInference,
+    decoded_lines,
+    iter_chunks,
+    open_content,
+    read_header,
+    sha256_file,
+    snapshot_date,
+    widen_type,
+)
+from snapshots.errors import (
+    ConflictError,
+    DatabaseUnavailable,
+    InputError,
+    InterruptedImport,
+    LedgerError,
+    OutOfOrderError,
+    SchemaDriftError,
+    SnapshotsError,
+    UsageError,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 20_000  # rows read to guess types before the table is created
+BATCH_ROWS = 20_000  # rows per inference batch: big enough to keep the work in C
+MAX_WIDENINGS = 64  # a file can't need more retries than this without something being wrong
+
+ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    mode: str = "auto"  # auto | append | upsert
+    replace: bool = False
+    force: bool = False
+    delete_missing: bool = False
+    dry_run: bool = False
+    on_error: str = "abort"  # abort | skip
+    max_rejects: int | None = None
+    types: dict[str, str] = field(default_factory=dict)
+    schema_evolution: str = "strict"  # strict | add
+    csv: CsvOptions = field(default_factory=CsvOptions)
+    origin: str = "import"
+    wait_for_busy: bool = True  # import waits for another process's claim; sync moves on
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "append", "upsert"):
+            raise UsageError(f"--mode must be auto, append or upsert, not {self.mode!r}")
+        if self.on_error not in ("abort", "skip"):
+            raise UsageError(f"--on-error must be abort or skip, not {self.on_error!r}")
+        if self.schema_evolution not in ("strict", "add"):
+            raise UsageError("--schema-evolution must be strict or add")
+        if self.max_rejects is not None and self.max_rejects < 0:
+            raise UsageError("--max-rejects must be 0 or more")
+
+
+@dataclass
+class FileResult:
+    """What happened to one file. `result` is imported, skipped, failed, conflict, busy or
+    validated (dry run)."""
+
+    path: Path
+    result: str
+    file_name: str = ""
+    import_id: int | None = None
+    rows: int = 0
+    rejected: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    snapshot_date: object = None
+    sha256: str | None = None
+    same_content_as: int | None = None
+    detail: str = ""
+    error: SnapshotsError | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("imported", "skipped", "validated", "busy")
+
+
+@dataclass
+class _Target:
+    """Where rows go in this load, and how the file's columns map onto it."""
+
+    schema: str
+    table: str
+    mode: str  # append | upsert
+    info: ddl.TableInfo | None
+    file_columns: tuple[str, ...]
+
+
+class Importer:
+    """Imports files into one table over one connection. Not thread-safe: one per worker."""
+
+    def __init__(self, conninfo: str, *, table: str, schema: str | None = None,
+                 options: ImportOptions | None = None,
+                 progress: ProgressCallback | None = None,
+                 cancel: threading.Event | None = None) -> None:
+        self.options = options or ImportOptions()
+        self.table = table
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.conninfo = conninfo
+        self.conn = connect(conninfo)
+        self.schema = schema or ddl.current_schema(self.conn)
+        if not ddl.schema_exists(self.conn, self.schema):
+            raise UsageError(f"schema {self.schema!r} does not exist",
+                             hint=f"create it first: CREATE SCHEMA {self.schema}")
+        self._ready = False
+        self._role: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        if not self.conn.closed:
+            self.conn.close()
+
+    def __enter__(self) -> Importer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def prepare(self) -> None:
+        """Migrate the ledger if needed and reap claims whose owners are gone (once)."""
+        if self._ready:
+            return
+        if self.options.dry_run:
+            version = ddl.ledger_version(self.conn, self.schema)
+            ddl.check_not_newer(version, self.schema)
+        else:
+            ddl.migrate(self.conn, self.schema)
+            reaped = store.reap_interrupted(self.conn, self.schema, self.table)
+            for import_id in reaped:
+                log.warning("marked import #%s as interrupted: its process went away", import_id)
+        row = self.conn.execute("SELECT current_user").fetchone()
+        self._role = str(row[0]) if row else None
+        self._ready = True
+
+    # ------------------------------------------------------------------ one file
+
+    def import_file(self, path: Path) -> FileResult:
+        started = time.monotonic()
+        result = FileResult(path=path, result="failed", file_name=path.name)
+        try:
+            self._import(path, result)
+        except SnapshotsError as exc:
+            result.result = "conflict" if isinstance(exc, ConflictError) else "failed"
+            result.error = exc
+        except psycopg.OperationalError as exc:
+            result.error = DatabaseUnavailable(f"{path}: lost the database: "
+                                               f"{first_line(str(exc))}")
+        except psycopg.Error as exc:
+            result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
+        finally:
+            result.seconds = time.monotonic() - started
+        return result
+
+    def _import(self, path: Path, result: FileResult) -> None:
+        opts = self.options
+        if not path.is_file():
+            raise InputError("not a readable file", file=path)
+        result.snapshot_date = snapshot_date(path.name)
+        if result.snapshot_date is None:
+            result.warnings.append(
+                f"{path.name}: no YYYYMMDD date in the name; snapshot_date stays empty")
+        header = read_header(path, opts.csv)
+        sha, size = sha256_file(path)
+        result.sha256, result.bytes = sha, size
+        self.prepare()
+
+        if not store.name_lock(self.conn, self.schema, self.table, path.name,
+                               wait=opts.wait_for_busy and not opts.dry_run):
+            result.result = "busy"
+            result.detail = "another process is importing it"
+            return
+        try:
+            self._decide_and_load(path, header, sha, size, result)
+        finally:
+            if not self.conn.closed and not self.conn.broken:
+                store.name_unlock(self.conn, self.schema, self.table, path.name)
+
+    def _decide_and_load(self, path: Path, header: Header, sha: str, size: int,
+                         result: FileResult) -> None:
+        opts = self.options
+        has_ledger = ddl.ledger_version(self.conn, self.schema)
+        existing = (store.imported_record(self.conn, self.schema, self.table, path.name)
+                    if has_ledger else None)
+        if existing is not None and existing.sha256 == sha:
+            result.result = "skipped"
+            result.import_id = existing.id
+            result.rows = existing.row_count or 0
+            result.detail = f"already imported as #{existing.id}"
+            return
+        if existing is not None and not opts.replace:
+            raise ConflictError(
+                f"{path}: conflict: {path.name} was imported as #{existing.id} with different "
+                f"content (sha256 {existing.sha256[:12]}…, this file {sha[:12]}…); nothing written",
+                hint="use --replace to supersede the earlier import")
+        same = store.same_content(self.conn, self.schema, self.table, sha, path.name) \
+            if has_ledger else None
+        result.same_content_as = same
+
+        if opts.dry_run:
+            rows, rejected = self._dry_run(path, header, sha)
+            result.result, result.rows, result.rejected = "validated", rows, rejected
+            result.detail = "valid; nothing written (dry run)"
+            return
+
+        import_id = store.claim(
+            self.conn, self.schema, table=self.table, file_name=path.name,
+            path=str(path.resolve()), snapshot_date=result.snapshot_date,  # type: ignore[arg-type]
+            sha256=sha, size_bytes=size,
+            imported_by=store.provenance(opts.origin, self._role))
+        result.import_id = import_id
+        try:
+            rows, rejected, detail = self._load(path, header, sha, import_id, existing,
+                                                result.snapshot_date, same)  # type: ignore[arg-type]
+        except BaseException as exc:
+            self._record_failure(import_id, exc, path)
+            raise
+        result.result, result.rows, result.rejected = "imported", rows, rejected
+        parts = [detail] if detail else []
+        if same is not None:
+            parts.append(f"same content as #{same}")
+        if existing is not None:
+            parts.append(f"replaced #{existing.id}")
+        if rejected:
+            parts.append(f"{rejected} rejected row{'s' if rejected != 1 else ''}")
+            result.warnings.append(
+                f"{path.name}: {rejected} rejected row{'s' if rejected != 1 else ''} kept in "
+                f"{self.schema}.snapshot_rejects (import #{import_id})")
+        result.detail = "; ".join(parts)
+
+    def _record_failure(self, import_id: int, exc: BaseException, path: Path) -> None:
+        if isinstance(exc, SnapshotsError):
+            message = str(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            message = "interrupted"
+        else:
+            message = first_line(str(exc)) or type(exc).__name__
+        try:
+            if self.conn.broken or self.conn.closed:
+                self.conn = connect(self.conninfo)
+            store.mark_failed(self.conn, self.schema, import_id, message)
+        except (psycopg.Error, SnapshotsError):
+            # The claim stays `importing`; its owner (us) is gone once this connection closes,
+            # so the next run's reaper marks it interrupted.
+            log.warning("could not record the failure of import #%s", import_id)
+
+    # ------------------------------------------------------------------ the transaction
+
+    def _load(self, path: Path, header: Header, sha: str, import_id: int,
+              existing: store.Record | None, day: object,
+              same: int | None) -> tuple[int, int, str]:
+        """The one transaction: rows and the `imported` record become visible together."""
+        with self.conn.transaction():  # this is where a file's transaction starts
+            self.conn.execute("SELECT set_config(%s, %s, true)",
+                              (ddl.IMPORT_ID_SETTING, str(import_id)))
+            target = self._target(header)
+            if target.mode == "upsert":
+                self._guard_time_order(path, day, existing)
+            if existing is not None:
+                if target.mode == "append" and target.info is not None:
+                    self.conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
+                        sql.Identifier(self.schema, self.table),
+                        sql.Identifier(ddl.SNAPSHOT_ID)), (existing.id,))
+                store.mark_status(self.conn, self.schema, [existing.id], "replaced")
+            if self.options.on_error == "skip":
+                rows, rejected, detail = self._load_skipping(path, header, target, import_id)
+            elif target.mode == "append":
+                rows, detail = self._load_append(path, header, target, sha)
+                rejected = 0
+            else:
+                rows, detail = self._load_upsert(path, header, target, sha)
+                rejected = 0
+            store.mark_imported(self.conn, self.schema, import_id, rows=rows,
+                                rejected=rejected, same_content_as=same)
+        return rows, rejected, detail
+
+    def _target(self, header: Header) -> _Target:
+        info = ddl.describe_table(self.conn, self.schema, self.table)
+        mode = self.options.mode
+        if info is None:
+            if mode == "upsert":
+                raise UsageError(
+                    f"--mode upsert needs an existing table {self.schema}.{self.table} "
+                    "with a primary key", hint="create the table first, or use --mode append")
+            return _Target(self.schema, self.table, "append", None, header.names)
+        if mode == "auto":
+            if info.has_snapshot_id:
+                mode = "append"
+            elif info.primary_key:
+                mode = "upsert"
+            else:
+                raise UsageError(
+                    f"table {self.schema}.{self.table} has neither a snapshot_id column nor a "
+                    "primary key, so snapshots can't tell how to load it",
+                    hint="add a primary key (upsert), or load into a new --table (append)")
+        if mode == "append" and not info.has_snapshot_id:
+            raise UsageError(f"--mode append needs a snapshot_id column, and table "
+                             f"{self.schema}.{self.table} has none",
+                             hint="load into a new --table, or use --mode upsert")
+        if mode == "upsert" and not info.primary_key:
+            raise UsageError(f"--mode upsert needs a primary key on {self.schema}.{self.table}")
+        if mode == "upsert" and info.has_snapshot_id:
+            raise UsageError(f"{self.schema}.{self.table} is an append-mode table (it has "
+                             "snapshot_id); upsert would break its history")
+        return _Target(self.schema, self.table, mode, info, header.names)
+
+    def _guard_time_order(self, path: Path, day: object, existing: store.Record | None) -> None:
+        if day is None or self.options.force:
+            return
+        newest, name = store.newest_snapshot_date(
+            self.conn, self.schema, self.table,
+            excluding=existing.id if existing is not None else None)
+        if newest is not None and day < newest:  # type: ignore[operator]
+            raise OutOfOrderError(
+                f"{path}: snapshot date {day} is older than {name} ({newest}), already merged "
+                f"into {self.schema}.{self.table}; nothing written",
+                hint="upsert never moves time backwards; --force merges it anyway")
+
+    # ------------------------------------------------------------------ columns
+
+    def _overrides(self, names: Sequence[str]) -> dict[int, str]:
+        unknown = set(self.options.types) - set(names)
+        if unknown:
+            raise UsageError(f"--type names a column the file does not have: "
+                             f"{', '.join(sorted(unknown))}")
+        result = {}
+        for index, name in enumerate(names):
+            if name in self.options.types:
+                result[index] = ddl.check_type_name(self.conn, self.options.types[name])
+        return result
+
+    def _reconcile_columns(self, path: Path, header: Header, target: _Target) -> tuple[str, ...]:
+        """Match the file to an existing table; add columns under --schema-evolution add.
+
+        Returns the table's columns in the file's order (what COPY's column list names).
+        """
+        assert target.info is not None
+        table_columns = target.info.data_columns
+        file_columns = list(header.names)
+        added = [c for c in file_columns if c not in table_columns]
+        missing = [c for c in table_columns if c not in file_columns]
+        if added or missing:
+            if self.options.schema_evolution == "strict":
+                parts = []
+                if added:
+                    parts.append(f"added {', '.join(added)}")
+                if missing:
+                    parts.append(f"missing {', '.join(missing)}")
+                raise SchemaDriftError(
+                    f"columns differ from table {self.schema}.{self.table}: {'; '.join(parts)}; "
+                    "nothing written", file=path,
+                    hint="use --schema-evolution add to add new columns and load missing ones "
+                         "as NULL")
+            if target.mode == "upsert" and any(c in missing for c in target.info.primary_key):
+                raise SchemaDriftError("the file lacks primary key column(s) "
+                                       f"{', '.join(c for c in target.info.primary_key if c in missing)}",
+                                       file=path)
+            if added:
+                types = self._infer_types(path, header, only=added)
+                if target.mode == "append":
+                    self._drop_view()
+                ddl.add_columns(self.conn, self.schema, self.table,
+                                [(c, types[header.names.index(c)]) for c in added])
+                if target.mode == "append":
+                    ddl.create_latest_view(self.conn, self.schema, self.table)
+                target.info = ddl.describe_table(self.conn, self.schema, self.table)
+        return tuple(file_columns)
+
+    def _drop_view(self) -> None:
+        self.conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(
+            sql.Identifier(self.schema, ddl.latest_view_name(self.table))))
+
+    def _infer_types(self, path: Path, header: Header, *, only: Sequence[str] = (),
+                     limit: int | None = None) -> list[str]:
+        """A full (or first-`limit`-rows) inference pass over the file in Python."""
+        inference = TypeInference(len(header.names), self._overrides(header.names),
+                                  null=self.options.csv.null)
+        if only:
+            for index, name in enumerate(header.names):
+                if name not in only and index not in inference.overrides:
+                    inference.overrides[index] = TEXT  # not needed: skip the work
+        for batch in self._record_batches(path, limit=limit):
+            inference.feed(batch)
+        return inference.types()
+
+    def _record_batches(self, path: Path, *, limit: int | None = None,
+                        chunks: Iterator[bytes] | None = None) -> Iterator[list[list[str]]]:
+        opts = self.options.csv
+        own_stream = None
+        if chunks is None:
+            own_stream, _ = open_content(path)
+            chunks = iter_chunks(own_stream)
+        try:
+            encoding = "utf-8-sig" if opts.python_encoding == "utf-8" else opts.python_encoding
+            reader = opts.reader(decoded_lines(chunks, encoding, file=str(path)))
+            if opts.header:
+                next(reader, None)
+            remaining = limit
+            while True:
+                size = BATCH_ROWS if remaining is None else min(BATCH_ROWS, remaining)
+                if size <= 0:
+                    return
+                try:
+                    batch = list(itertools.islice(reader, size))
+                except csv.Error as exc:
+                    raise InputError(f"malformed CSV: {exc}", file=path,
+                                     line=reader.line_num) from None
+                if not batch:
+                    return
+                yield batch
+                if remaining is not None:
+                    remaining -= len(batch)
+        finally:
+            if own_stream is not None:
+                own_stream.close()
+
+    # ------------------------------------------------------------------ append
+
+    def _copy_statement(self, relation: sql.Composable, columns: Sequence[str]) -> sql.Composed:
+        opts = self.options.csv
+        return sql.SQL(
+            "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER {}, DELIMITER {}, QUOTE {}, "
+            "NULL {}, ENCODING {})").format(
+            relation, sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            sql.SQL("true" if opts.header else "false"), sql.Literal(opts.delimiter),
+            sql.Literal(opts.quote), sql.Literal(opts.null), sql.Literal(opts.encoding))
+
+    def _copy_file(self, path: Path, relation: sql.Composable, columns: Sequence[str],
+                   sha: str, *, inference: TypeInference | None = None) -> int:
+        """Stream the file's bytes into COPY; optionally infer types from the same bytes.
+
+        No per-row Python work here unless `inference` is given (only for a table this import
+        creates). The bytes are hashed again on the way through: a file that changes while it
+        is being loaded fails instead of loading something nobody hashed.
+        """
+        stream, hasher = open_content(path)
+        total = path.stat().st_size
+        with stream, self.conn.cursor() as cur:
+            with cur.copy(self._copy_statement(relation, columns)) as copy:
+                def feed() -> Iterator[bytes]:
+                    for chunk in iter_chunks(stream):
+                        if self.cancel.is_set():
+                            raise InterruptedImport(f"{path}: cancelled; nothing written")
+                        copy.write(chunk)
+                        if self.progress:
+                            self.progress(hasher.bytes_read, total)
+                        yield chunk
+
+                if inference is None:
+                    for _ in feed():
+                        pass
+                else:
+                    for batch in self._record_batches(path, chunks=feed()):
+                        inference.feed(batch)
+            rows = cur.rowcount
+            while hasher.read(1 << 16):  # a gzip member's trailer may be left unread
+                pass
+        if hasher.sha256.hexdigest() != sha:
+            raise InputError("the file changed while it was being imported; nothing written",
+                             file=path, hint="write snapshots elsewhere and rename them in")
+        return rows
+
+    def _copy_with_errors(self, path: Path, relation: sql.Composable, columns: Sequence[str],
+                          sha: str, *, inference: TypeInference | None = None) -> int:
+        try:
+            return self._copy_file(path, relation, columns, sha, inference=inference)
+        except psycopg.errors.QueryCanceled:
+            raise
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+                psycopg.errors.InvalidTextRepresentation) as exc:
+            raise input_error_from_copy(exc, path, self.options.csv) from None
+
+    def _load_append(self, path: Path, header: Header, target: _Target,
+                     sha: str) -> tuple[int, str]:
+        relation = sql.Identifier(self.schema, self.table)
+        if target.info is not None:
+            columns = self._reconcile_columns(path, header, target)
+            return self._append_existing(path, relation, columns, sha, target), ""
+        return self._append_new(path, header, relation, sha)
+
+    def _append_existing(self, path: Path, relation: sql.Composable, columns: Sequence[str],
+                         sha: str, target: _Target) -> int:
+        if self.options.schema_evolution != "add":
+            return self._copy_with_errors(path, relation, columns, sha)
+        # --schema-evolution add: widen a column when a value needs it, then try again.
+        for _ in range(MAX_WIDENINGS):
+            try:
+                with self.conn.transaction():  # savepoint: a failed COPY leaves nothing
+                    return self._copy_file(path, relation, columns, sha)
+            except (psycopg.errors.InvalidTextRepresentation,
+                    psycopg.errors.NumericValueOutOfRange,
+                    psycopg.errors.InvalidDatetimeFormat,
+                    psycopg.errors.DatetimeFieldOverflow) as exc:
+                _, column, _ = _location(exc)
+                info = ddl.describe_table(self.conn, self.schema, self.table)
+                assert info is not None
+                if column is None or column not in info.columns or \
+                        info.columns[column] == "text":
+                    raise input_error_from_copy(exc, path, self.options.csv) from None
+                wider = widen_type(info.columns[column])
+                log.info("widening %s.%s from %s to %s", self.table, column,
+                         info.columns[column], wider)
+                self._drop_view()
+                ddl.alter_column_type(self.conn, self.schema, self.table, column, wider)
+                ddl.create_latest_view(self.conn, self.schema, self.table)
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                raise input_error_from_copy(exc, path, self.options.csv) from None
+        raise InputError("too many type widenings", file=path)
+
+    def _append_new(self, path: Path, header: Header, relation: sql.Composable,
+                    sha: str) -> tuple[int, str]:
+        """First import: create the table with inferred types, in the load's transaction.
+
+        Types are guessed from the first rows, then checked against every row while COPY
+        streams. If the full data needs a wider type, the empty-again table is altered and the
+        file loaded again, so inference never produces a table that rejects its own file.
+        """
+        # Serialise creators of this table; the loser finds the table and appends to it.
+        self.conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(
+            ddl.lock_key("table", self.schema, self.table)))
+        info = ddl.describe_table(self.conn, self.schema, self.table)
+        if info is not None:
+            target = _Target(self.schema, self.table, "append", info, header.names)
+            if not info.has_snapshot_id:
+                raise UsageError(f"table {self.schema}.{self.table} appeared meanwhile "
+                                 "without snapshot_id")
+            columns = self._reconcile_columns(path, header, target)
+            return self._append_existing(path, relation, columns, sha, target), ""
+
+        names = header.names
+        overrides = self._overrides(names)
+        guess = self._infer_types(path, header, limit=SAMPLE_ROWS)
+        ddl.create_append_table(self.conn, self.schema, self.table, list(zip(names, guess,
+                                                                              strict=True)),
+                                index=False, view=False)
+        created = list(guess)
+        inference: TypeInference | None = TypeInference(len(names), overrides,
+                                                        null=self.options.csv.null)
+        rows = 0
+        for _ in range(MAX_WIDENINGS):
+            try:
+                with self.conn.transaction():  # savepoint
+                    rows = self._copy_file(path, relation, names, sha, inference=inference)
+                    final = inference.types() if inference is not None else created
+                    if final != created:
+                        raise _NeedsWider(final)
+                break
+            except _NeedsWider as wider:
+                self._retype(names, created, wider.types)
+                inference = None  # the full pass is done: the types are right now
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                _, column, _ = _location(exc)
+                if column is None or column not in names or \
+                        created[names.index(column)] == TEXT or column in self.options.types:
+                    raise input_error_from_copy(exc, path, self.options.csv) from None
+                # e.g. `""` (an empty string, not NULL) in a column that looked numeric.
+                if inference is None:
+                    inference = TypeInference(len(names), overrides, null=self.options.csv.null)
+                inference.widen(names.index(column))
+                final = [TEXT if n == column else t for n, t in zip(names, created, strict=True)]
+                self._retype(names, created, final)
+        else:
+            raise InputError("could not settle the column types", file=path)
+        ddl.create_snapshot_index(self.conn, self.schema, self.table)
+        ddl.create_latest_view(self.conn, self.schema, self.table)
+        typed = ", ".join(f"{n} {t}" for n, t in zip(names, created, strict=True))
+        return rows, f"created {self.schema}.{self.table} ({typed})"
+
+    def _retype(self, names: Sequence[str], created: list[str], final: Sequence[str]) -> None:
+        for index, (old, new) in enumerate(zip(created, final, strict=True)):
+            if old != new:
+                ddl.alter_column_type(self.conn, self.schema, self.table, names[index], new)
+                created[index] = new
+
+    # ------------------------------------------------------------------ upsert
+
+    def _stage(self, target: _Target, columns: Sequence[str]) -> sql.Identifier:
+        """A temporary table shaped like the target's columns, plus the record number."""
+        stage = sql.Identifier("snapshots_stage")
+        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
+        self.conn.execute(sql.SQL(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
+            stage, sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            sql.Identifier(self.schema, self.table)))
+        self.conn.execute(sql.SQL(
+            "ALTER TABLE {} ADD COLUMN _record bigint GENERATED ALWAYS AS IDENTITY").format(stage))
+        return stage
+
+    def _load_upsert(self, path: Path, header: Header, target: _Target,
+                     sha: str) -> tuple[int, str]:
+        columns = self._reconcile_columns(path, header, target)
+        stage = self._stage(target, columns)
+        rows = self._copy_with_errors(path, stage, columns, sha)
+        return rows, self._merge(path, stage, target, columns)
+
+    def _check_keys(self, path: Path, stage: sql.Identifier, pk: Sequence[str], *,
+                    physical_records: bool = False) -> None:
+        """Every key present and unique, or an error naming the key and its lines.
+
+        `_record` counts data records from 1; with `physical_records` it already holds the
+        physical line (the skip path knows it).
+        """
+        pk_ids = sql.SQL(", ").join(sql.Identifier(c) for c in pk)
+        offset = 1 if self.options.csv.header else 0
+
+        def line_of(record: int) -> int:
+            if physical_records:
+                return record
+            return physical_line(path, self.options.csv, record + offset)
+
+        null_pk = self.conn.execute(sql.SQL(
+            "SELECT _record FROM {} WHERE {} ORDER BY _record LIMIT 1").format(
+            stage, sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(c))
+                                        for c in pk))).fetchone()
+        if null_pk:
+            raise InputError("empty primary key value", file=path, line=line_of(null_pk[0]),
+                             column=", ".join(pk))
+        dup = self.conn.execute(sql.SQL(
+            "SELECT {keys}, (array_agg(_record ORDER BY _record))[1:2] FROM {stage} "
+            "GROUP BY {keys} HAVING count(*) > 1 ORDER BY min(_record) LIMIT 1").format(
+            keys=pk_ids, stage=stage)).fetchone()
+        if dup:
+            key = ", ".join(f"{c}={v}" for c, v in zip(pk, dup[:-1], strict=True))
+            first, second = (line_of(r) for r in dup[-1])
+            raise InputError(f"duplicate primary key ({key}) on lines {first} and {second}",
+                             file=path, line=second, hint="a snapshot holds each key once")
+
+    def _merge(self, path: Path, stage: sql.Identifier, target: _Target,
+               columns: Sequence[str], *, physical_records: bool = False) -> str:
+        """Merge the staged rows on the primary key; unchanged rows are not touched."""
+        assert target.info is not None
+        pk = target.info.primary_key
+        pk_ids = sql.SQL(", ").join(sql.Identifier(c) for c in pk)
+        self._check_keys(path, stage, pk, physical_records=physical_records)
+        self.conn.execute(sql.SQL("ANALYZE {}").format(stage))
+        others = [c for c in columns if c not in pk]
+        table = sql.Identifier(self.schema, self.table)
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        if others:
+            action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                                   for c in others),
+                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in others),
+                sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c))
+                                   for c in others))
+        else:
+            action = sql.SQL("DO NOTHING")
+        try:
+            changed = self.conn.execute(sql.SQL(
+                "INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {stage} "
+                "ON CONFLICT ({pk}) {action}").format(
+                table=table, cols=cols, stage=stage, pk=pk_ids, action=action)).rowcount
+        except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+            raise InputError(f"cannot merge: {first_line(exc.diag.message_primary or str(exc))}",
+                             file=path) from None
+        detail = f"merged: {changed} inserted or changed"
+        if self.options.delete_missing:
+            deleted = self.conn.execute(sql.SQL(
+                "DELETE FROM {table} t WHERE NOT EXISTS "
+                "(SELECT 1 FROM {stage} s WHERE ({s_keys}) = ({t_keys}))").format(
+                table=table, stage=stage,
+                s_keys=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in pk),
+                t_keys=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in pk)),
+            ).rowcount
+            detail += f", {deleted} deleted"
+        return detail
+
+    # ------------------------------------------------------------------ dry run
+
+    def _dry_run(self, path: Path, header: Header, sha: str) -> tuple[int, int]:
+        """Validate everything (header, types, every row) against a temporary copy of the
+        target, then roll back: nothing is written to the table or the ledger."""
+        try:
+            with self.conn.transaction(force_rollback=True):
+                info = ddl.describe_table(self.conn, self.schema, self.table)
+                if info is None:
+                    names = header.names
+                    types = self._infer_types(path, header)
+                    stage = sql.Identifier("snapshots_stage")
+                    self.conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+                        stage, sql.SQL(", ").join(
+                            sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))  # type: ignore[arg-type]
+                            for n, t in zip(names, types, strict=True))))
+                    target = _Target(self.schema, self.table, "append", None, names)
+                else:
+                    target = self._target(header)
+                    if self.options.schema_evolution == "add":
+                        raise UsageError("--dry-run with --schema-evolution add is not supported "
+                                         "on an existing table")
+                    names = self._reconcile_columns(path, header, target)
+                    stage = self._stage(target, names)
+                if self.options.on_error == "skip":
+                    rows, rejected, _ = self._load_skipping(path, header, target, 0,
+                                                            relation=stage)
+                    return rows, rejected
+                rows = self._copy_with_errors(path, stage, names, sha)
+                if target.mode == "upsert":
+                    assert target.info is not None
+                    self._check_keys(path, stage, target.info.primary_key)
+                return rows, 0
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise LedgerError(first_line(str(exc))) from None
+
+    # ------------------------------------------------------------------ --on-error skip
+
+    def _load_skipping(self, path: Path, header: Header, target: _Target, import_id: int,
+                       *, relation: sql.Composable | None = None) -> tuple[int, int, str]:
+        from snapshots.rejects import load_skipping
+        return load_skipping(self, path, header, target, import_id, relation=relation)
+
+
+class _NeedsWider(Exception):
+    def __init__(self, types: list[str]) -> None:
+        super().__init__("wider types needed")
+        self.types = types
+
+
+def _location(exc: psycopg.Error) -> tuple[int | None, str | None, str | None]:
+    from snapshots.copyerrors import copy_location
+    return copy_location(exc)
+

@@ -1,0 +1,82 @@
+"""`list` and `forget` as library calls: connect, read (or change) the ledger, return data.
+
+`list` never runs DDL: a database without a ledger simply has nothing imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from snapshots import schema as ddl
+from snapshots import store
+from snapshots.config import connect
+from snapshots.csvfile import sha256_file
+from snapshots.errors import UsageError
+
+
+def list_snapshots(conninfo: str, *, table: str, schema: str | None,
+                   statuses: Sequence[str] = (), every_attempt: bool = False
+                   ) -> list[store.Record]:
+    with connect(conninfo) as conn:
+        schema = schema or ddl.current_schema(conn)
+        if not ddl.require_current(conn, schema):
+            return []
+        return store.list_records(conn, schema, table, statuses=statuses,
+                                  every_attempt=every_attempt)
+
+
+def state_of(record: store.Record | None, sha256: str) -> str:
+    """imported, changed (same name imported with other bytes), failed, or not_imported."""
+    if record is None:
+        return "not_imported"
+    if record.status == "imported":
+        return "imported" if record.sha256 == sha256 else "changed"
+    if record.status == "failed" and record.sha256 == sha256:
+        return "failed"
+    return "not_imported"
+
+
+def file_states(conninfo: str, files: Sequence[Path], *, table: str,
+                schema: str | None) -> list[dict[str, Any]]:
+    """One entry per argument: its state and, when there is one, its record's keys."""
+    hashes: list[tuple[Path, str]] = []
+    for path in files:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+        hashes.append((path, sha256_file(path)[0]))
+    with connect(conninfo) as conn:
+        schema = schema or ddl.current_schema(conn)
+        has_ledger = ddl.require_current(conn, schema)
+        records = store.records_for_names(conn, schema, table, [p.name for p, _ in hashes]) \
+            if has_ledger else {}
+    states = []
+    for path, sha in hashes:
+        record = records.get(path.name)
+        entry: dict[str, Any] = {"argument": str(path), "state": state_of(record, sha)}
+        if record is not None:
+            entry.update(store.record_json(record, table))
+        states.append(entry)
+    return states
+
+
+def forget_snapshots(conninfo: str, *, table: str, schema: str | None, ids: Sequence[int] = (),
+                     names: Sequence[str] = (), older_than_days: int | None = None,
+                     keep: int | None = None) -> tuple[store.ForgetResult, list[str]]:
+    """Forget what was asked; returns the result and the names/ids that matched nothing."""
+    with connect(conninfo) as conn:
+        schema = schema or ddl.current_schema(conn)
+        if not ddl.require_current(conn, schema):
+            missing = [*map(str, ids), *names]
+            return store.ForgetResult([], 0), missing
+        info = ddl.describe_table(conn, schema, table)
+        delete_rows = info is not None and info.has_snapshot_id
+        result = store.forget(conn, schema, table, ids=ids, names=names,
+                              older_than_days=older_than_days, keep=keep,
+                              delete_rows=delete_rows)
+    found_ids = {r.id for r in result.records}
+    found_names = {r.file_name for r in result.records}
+    missing = [f"#{i}" for i in ids if i not in found_ids]
+    missing += [n for n in names if n not in found_names]
+    return result, missing

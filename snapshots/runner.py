@@ -1,0 +1,117 @@
+"""Run imports of many files: in snapshot-date order, over up to --jobs connections."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from snapshots.importer import FileResult, Importer, ImportOptions, ProgressCallback
+
+MAX_DEFAULT_JOBS = 4
+
+
+def available_cpus() -> int:
+    """CPUs this process may use, respecting affinity and a container's CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def default_jobs() -> int:
+    return min(MAX_DEFAULT_JOBS, available_cpus())
+
+
+def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
+                 options: ImportOptions, jobs: int | None = None,
+                 progress: Callable[[Path], ProgressCallback | None] | None = None,
+                 cancel: threading.Event | None = None) -> Iterator[FileResult]:
+    """Import files, yielding each result as it is known.
+
+    Upsert mode stays sequential: merge order is snapshot order, so time never runs backwards.
+    """
+    workers = jobs or default_jobs()
+    if options.mode == "upsert" or workers <= 1 or len(files) <= 1:
+        yield from _sequential(conninfo, files, table=table, schema=schema, options=options,
+                               progress=progress, cancel=cancel)
+        return
+    yield from _parallel(conninfo, files, table=table, schema=schema, options=options,
+                         workers=min(workers, len(files)), progress=progress, cancel=cancel)
+
+
+def _sequential(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
+                options: ImportOptions,
+                progress: Callable[[Path], ProgressCallback | None] | None,
+                cancel: threading.Event | None) -> Iterator[FileResult]:
+    importer = Importer(conninfo, table=table, schema=schema, options=options, cancel=cancel)
+    with importer:
+        for path in files:
+            importer.progress = progress(path) if progress else None
+            yield importer.import_file(path)
+            if cancel is not None and cancel.is_set():
+                return
+
+
+def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
+              options: ImportOptions, workers: int,
+              progress: Callable[[Path], ProgressCallback | None] | None,
+              cancel: threading.Event | None) -> Iterator[FileResult]:
+    todo: queue.Queue[Path] = queue.Queue()
+    for path in files:
+        todo.put(path)
+    done: queue.Queue[FileResult | BaseException] = queue.Queue()
+
+    def work() -> None:
+        try:
+            importer = Importer(conninfo, table=table, schema=schema, options=options,
+                                cancel=cancel)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            done.put(exc)
+            return
+        try:
+            with importer:
+                while not (cancel is not None and cancel.is_set()):
+                    try:
+                        path = todo.get_nowait()
+                    except queue.Empty:
+                        break
+                    importer.progress = progress(path) if progress else None
+                    done.put(importer.import_file(path))
+        finally:
+            done.put(_WorkerDone())
+
+    threads = [threading.Thread(target=work, name=f"import-{i}", daemon=True)
+               for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    finished = 0
+    error: BaseException | None = None
+    while finished < len(threads):
+        item = done.get()
+        if isinstance(item, _WorkerDone):
+            finished += 1
+        elif isinstance(item, BaseException):
+            finished += 1
+            error = item
+        else:
+            yield item
+    for thread in threads:
+        thread.join()
+    # A worker that could not connect is fine while others did the work; when files are
+    # left over, nobody could: that is the run's error.
+    if error is not None and not todo.empty():
+        raise error
+
+
+class _WorkerDone:
+    """Sentinel: a worker ran out of files."""

@@ -1,0 +1,333 @@
+"""The metadata store: reading and writing the ledger (`snapshot_imports`).
+
+Claims, records, the interrupted-claim reaper, and the queries behind `list`, conflict checks
+and `forget`. Data rows are the importer's business; this module only touches the ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from snapshots import __version__
+from snapshots.schema import LEDGER, SNAPSHOT_ID, lock_key
+
+STATUSES = ("importing", "imported", "failed", "replaced", "forgotten")
+
+# Environment variables the operator's Jobs set (Downward API) so every record says where
+# it came from.
+PROVENANCE_ENV = {
+    "namespace": "SNAPSHOTS_POD_NAMESPACE",
+    "pod": "SNAPSHOTS_POD_NAME",
+    "source": "SNAPSHOTS_SOURCE",
+}
+
+RECORD_COLUMNS = (
+    "id", "table_name", "file_name", "path", "snapshot_date", "sha256", "size_bytes",
+    "row_count", "rejected_rows", "status", "error", "started_at", "finished_at",
+    "same_content_as", "imported_by",
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    id: int
+    table_name: str
+    file_name: str
+    path: str | None
+    snapshot_date: dt.date | None
+    sha256: str
+    size_bytes: int
+    row_count: int | None
+    rejected_rows: int
+    status: str
+    error: str | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    same_content_as: int | None
+    imported_by: dict[str, Any]
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+
+def provenance(origin: str, role: str | None = None) -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else None
+    info: dict[str, Any] = {
+        "host": socket.gethostname(), "user": user, "role": role, "pid": os.getpid(),
+        "version": __version__, "origin": origin,
+    }
+    for key, env in PROVENANCE_ENV.items():
+        info[key] = os.environ.get(env) or None
+    return info
+
+
+def ledger(schema: str) -> sql.Composed:
+    return sql.Identifier(schema, LEDGER)  # type: ignore[return-value]
+
+
+def _records(conn: psycopg.Connection, query: sql.Composable,
+             params: Sequence[Any] | dict[str, Any] = ()) -> list[Record]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return [Record(**row) for row in cur.fetchall()]
+
+
+def _select(schema: str) -> sql.Composed:
+    return sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in RECORD_COLUMNS), ledger(schema))
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def name_lock(conn: psycopg.Connection, schema: str, table: str, file_name: str,
+              *, wait: bool) -> bool:
+    """Session advisory lock on a snapshot's identity: whoever holds it owns its claim."""
+    key = lock_key("name", schema, table, file_name)
+    if wait:
+        conn.execute(sql.SQL("SELECT pg_advisory_lock({})").format(key))
+        return True
+    row = conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(key)).fetchone()
+    return bool(row and row[0])
+
+
+def name_unlock(conn: psycopg.Connection, schema: str, table: str, file_name: str) -> None:
+    conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(
+        lock_key("name", schema, table, file_name)))
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def claim(conn: psycopg.Connection, schema: str, *, table: str, file_name: str, path: str,
+          snapshot_date: dt.date | None, sha256: str, size_bytes: int,
+          imported_by: dict[str, Any]) -> int:
+    """Insert the `importing` record (committed on its own, so a failure stays visible)."""
+    row = conn.execute(sql.SQL(
+        "INSERT INTO {} (table_name, file_name, path, snapshot_date, sha256, size_bytes, "
+        "status, imported_by) VALUES (%s, %s, %s, %s, %s, %s, 'importing', %s) RETURNING id"
+    ).format(ledger(schema)), (table, file_name, path, snapshot_date, sha256, size_bytes,
+                               Jsonb(imported_by))).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def mark_imported(conn: psycopg.Connection, schema: str, import_id: int, *, rows: int,
+                  rejected: int, same_content_as: int | None) -> None:
+    conn.execute(sql.SQL(
+        "UPDATE {} SET status = 'imported', row_count = %s, rejected_rows = %s, "
+        "same_content_as = %s, finished_at = clock_timestamp(), error = NULL WHERE id = %s"
+    ).format(ledger(schema)), (rows, rejected, same_content_as, import_id))
+
+
+def mark_failed(conn: psycopg.Connection, schema: str, import_id: int, error: str) -> None:
+    conn.execute(sql.SQL(
+        "UPDATE {} SET status = 'failed', error = %s, finished_at = clock_timestamp() "
+        "WHERE id = %s AND status = 'importing'").format(ledger(schema)), (error, import_id))
+
+
+def mark_status(conn: psycopg.Connection, schema: str, ids: Sequence[int], status: str) -> None:
+    conn.execute(sql.SQL("UPDATE {} SET status = %s WHERE id = ANY(%s)").format(ledger(schema)),
+                 (status, list(ids)))
+
+
+def reap_interrupted(conn: psycopg.Connection, schema: str, table: str | None = None) -> list[int]:
+    """Mark `importing` records whose owner is gone as failed ("interrupted").
+
+    The owner holds the snapshot's name lock for as long as it works; if we can take that lock,
+    nobody is working on it any more.
+    """
+    query = sql.SQL("SELECT id, table_name, file_name FROM {} WHERE status = 'importing'").format(
+        ledger(schema))
+    params: tuple[Any, ...] = ()
+    if table is not None:
+        query = query + sql.SQL(" AND table_name = %s")
+        params = (table,)
+    reaped: list[int] = []
+    for import_id, table_name, file_name in conn.execute(query, params).fetchall():
+        if not name_lock(conn, schema, table_name, file_name, wait=False):
+            continue
+        try:
+            conn.execute(sql.SQL(
+                "UPDATE {} SET status = 'failed', finished_at = clock_timestamp(), "
+                "error = 'interrupted: the importing process went away before it finished' "
+                "WHERE id = %s AND status = 'importing'").format(ledger(schema)), (import_id,))
+            reaped.append(int(import_id))
+        finally:
+            name_unlock(conn, schema, table_name, file_name)
+    return reaped
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def imported_record(conn: psycopg.Connection, schema: str, table: str,
+                    file_name: str) -> Record | None:
+    found = _records(conn, _select(schema) + sql.SQL(
+        " WHERE table_name = %s AND file_name = %s AND status = 'imported'"), (table, file_name))
+    return found[0] if found else None
+
+
+def latest_record(conn: psycopg.Connection, schema: str, table: str,
+                  file_name: str) -> Record | None:
+    found = _records(conn, _select(schema) + sql.SQL(
+        " WHERE table_name = %s AND file_name = %s ORDER BY id DESC LIMIT 1"),
+        (table, file_name))
+    return found[0] if found else None
+
+
+def same_content(conn: psycopg.Connection, schema: str, table: str, sha256: str,
+                 file_name: str) -> int | None:
+    row = conn.execute(sql.SQL(
+        "SELECT id FROM {} WHERE table_name = %s AND sha256 = %s AND status = 'imported' "
+        "AND file_name <> %s ORDER BY id LIMIT 1").format(ledger(schema)),
+        (table, sha256, file_name)).fetchone()
+    return int(row[0]) if row else None
+
+
+def newest_snapshot_date(conn: psycopg.Connection, schema: str, table: str,
+                         *, excluding: int | None = None) -> tuple[dt.date | None, str | None]:
+    """The newest imported snapshot's date and file name (the upsert time-order guard)."""
+    row = conn.execute(sql.SQL(
+        "SELECT snapshot_date, file_name FROM {} WHERE table_name = %s AND status = 'imported' "
+        "AND snapshot_date IS NOT NULL AND id IS DISTINCT FROM %s "
+        "ORDER BY snapshot_date DESC, id DESC LIMIT 1").format(ledger(schema)),
+        (table, excluding)).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def list_records(conn: psycopg.Connection, schema: str, table: str, *,
+                 statuses: Sequence[str] = (), every_attempt: bool = False) -> list[Record]:
+    """One record per snapshot (its latest attempt), or every attempt; oldest first."""
+    where = sql.SQL("WHERE table_name = %s")
+    params: list[Any] = [table]
+    if every_attempt:
+        query = _select(schema) + sql.SQL(" ") + where
+        if statuses:
+            query += sql.SQL(" AND status = ANY(%s)")
+            params.append(list(statuses))
+        query += sql.SQL(" ORDER BY id")
+    else:
+        inner = _select(schema) + sql.SQL(" ") + where + sql.SQL(
+            " ORDER BY file_name, (status = 'imported') DESC, id DESC")
+        query = sql.SQL("SELECT * FROM (SELECT DISTINCT ON (file_name) * FROM ({}) q) latest")
+        query = query.format(inner)
+        if statuses:
+            query += sql.SQL(" WHERE status = ANY(%s)")
+            params.append(list(statuses))
+        query += sql.SQL(" ORDER BY snapshot_date NULLS LAST, file_name, id")
+    return _records(conn, query, params)
+
+
+def records_for_names(conn: psycopg.Connection, schema: str, table: str,
+                      names: Sequence[str]) -> dict[str, Record]:
+    """The record that speaks for each name: its imported one, else its latest attempt."""
+    found = _records(conn, sql.SQL(
+        "SELECT DISTINCT ON (file_name) * FROM ({}) q "
+        "ORDER BY file_name, (status = 'imported') DESC, id DESC").format(
+        _select(schema) + sql.SQL(" WHERE table_name = %s AND file_name = ANY(%s)")),
+        (table, list(names)))
+    return {r.file_name: r for r in found}
+
+
+def records_by_ids(conn: psycopg.Connection, schema: str, ids: Sequence[int]) -> list[Record]:
+    return _records(conn, _select(schema) + sql.SQL(" WHERE id = ANY(%s) ORDER BY id"),
+                    (list(ids),))
+
+
+def record_json(record: Record, table: str | None = None) -> dict[str, Any]:
+    """SPEC section 10's object: keys always present, null when unknown, UTC ISO-8601."""
+    by = dict(record.imported_by or {})
+    provenance_keys = ("host", "user", "role", "pid", "version", "origin",
+                       "namespace", "pod", "source")
+    return {
+        "id": record.id,
+        "table": table or record.table_name,
+        "file": record.file_name,
+        "path": record.path,
+        "snapshot_date": record.snapshot_date.isoformat() if record.snapshot_date else None,
+        "sha256": record.sha256,
+        "size_bytes": record.size_bytes,
+        "rows": record.row_count,
+        "rejected_rows": record.rejected_rows,
+        "status": record.status,
+        "error": record.error,
+        "started_at": utc_iso(record.started_at),
+        "finished_at": utc_iso(record.finished_at),
+        "duration_seconds": record.duration_seconds,
+        "same_content_as": record.same_content_as,
+        "imported_by": {k: by.get(k) for k in provenance_keys},
+    }
+
+
+def utc_iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- forget
+
+
+@dataclass(frozen=True)
+class ForgetResult:
+    records: list[Record]
+    rows_deleted: int
+
+
+def forget(conn: psycopg.Connection, schema: str, table: str, *, ids: Sequence[int] = (),
+           names: Sequence[str] = (), older_than_days: int | None = None,
+           keep: int | None = None, delete_rows: bool) -> ForgetResult:
+    """Mark imported snapshots `forgotten` and (append mode) delete their rows, atomically.
+
+    Choose by ids and/or names, or by age, or keep the newest `keep`.
+    """
+    params: list[Any] = [table]
+    if ids or names:
+        condition = sql.SQL("(id = ANY(%s) OR file_name = ANY(%s))")
+        params += [list(ids), list(names)]
+    elif older_than_days is not None:
+        condition = sql.SQL("coalesce(snapshot_date::timestamptz, finished_at) "
+                            "< now() - make_interval(days => %s)")
+        params.append(older_than_days)
+    elif keep is not None:
+        condition = sql.SQL(
+            "id NOT IN (SELECT id FROM {} WHERE table_name = %s AND status = 'imported' "
+            "ORDER BY snapshot_date DESC NULLS LAST, id DESC LIMIT %s)").format(ledger(schema))
+        params += [table, keep]
+    else:
+        return ForgetResult([], 0)
+    with conn.transaction():
+        chosen = _records(conn, _select(schema) + sql.SQL(
+            " WHERE table_name = %s AND status = 'imported' AND ") + condition +
+            sql.SQL(" ORDER BY id FOR UPDATE"), params)
+        deleted = 0
+        if chosen and delete_rows:
+            deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
+                sql.Identifier(schema, table), sql.Identifier(SNAPSHOT_ID)),
+                ([r.id for r in chosen],)).rowcount
+        if chosen:
+            mark_status(conn, schema, [r.id for r in chosen], "forgotten")
+    return ForgetResult(chosen, deleted)

@@ -312,6 +312,154 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
     return ExitCode.FAILED if failures else ExitCode.OK
 
 
+# --------------------------------------------------------------------------- sync
+
+
+@cli.command("sync")
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True,
+              envvar="SNAPSHOTS_DATA_DIR", help="Directory to keep in sync.")
+@click.option("--once", is_flag=True, envvar="SNAPSHOTS_ONCE",
+              help="Load the backlog and exit (for Jobs and CronJobs).")
+@click.option("--pattern", "patterns", multiple=True, envvar="SNAPSHOTS_PATTERN",
+              help="File name glob (repeatable) [default: *.csv and *.csv.gz].")
+@click.option("--recursive", is_flag=True, envvar="SNAPSHOTS_RECURSIVE",
+              help="Also look in subdirectories.")
+@click.option("--settle", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              envvar="SNAPSHOTS_SETTLE",
+              help="Seconds a file's size and mtime must stay unchanged before it is taken.")
+@click.option("--poll", is_flag=True, envvar="SNAPSHOTS_POLL",
+              help="No filesystem events: list the directory every second.")
+@click.option("--rescan", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              envvar="SNAPSHOTS_RESCAN", help="Seconds between full rescans.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), envvar="SNAPSHOTS_METRICS_PORT",
+              help="Port for /metrics, /healthz, /readyz; 0 disables "
+                   "[default: 9840, off with --once].")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True,
+              envvar="SNAPSHOTS_METRICS_HOST", help="Address to serve metrics on.")
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              envvar="SNAPSHOTS_GRACE",
+              help="On SIGTERM/SIGINT, seconds a file in flight may take to finish.")
+@click.option("--summary-file", type=click.Path(path_type=Path), envvar="SNAPSHOTS_SUMMARY_FILE",
+              help="--once: write a JSON summary here [default: /dev/termination-log "
+                   "when it exists].")
+@click.option("--retention-days", type=click.IntRange(min=1), envvar="SNAPSHOTS_RETENTION_DAYS",
+              help="Forget snapshots older than D days after each pass (append mode).")
+@import_options
+@_shared_options
+@click.pass_context
+@handle_errors
+def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str, ...],
+             recursive: bool, settle: float, poll: bool, rescan: float,
+             metrics_port: int | None, metrics_host: str, grace: float,
+             summary_file: Path | None, retention_days: int | None, database: str | None,
+             table: str | None, schema_: str | None, **options: Any) -> None:
+    """Load every snapshot in DIR, then each new one seconds after it lands."""
+    import signal
+
+    from snapshots.csvfile import parse_type_overrides
+    from snapshots.importer import ImportOptions
+    from snapshots.metrics import DEFAULT_METRICS_PORT, HealthServer, Metrics, push
+    from snapshots.runner import default_jobs
+    from snapshots.sync import DEFAULT_PATTERNS, SyncOptions, SyncService, write_summary
+
+    settings = _settings(ctx, database, table, schema_)
+    if options["dry_run"]:
+        raise UsageError("sync has no --dry-run: use `snapshots import --dry-run DIR`")
+    if options["max_rejects"] is not None and options["on_error"] != "skip":
+        raise UsageError("--max-rejects goes with --on-error skip")
+    if settings.verbosity == 0:
+        logging.getLogger("snapshots").setLevel(logging.INFO)  # a service logs each file
+    import_opts = ImportOptions(
+        mode=options["mode"], replace=options["replace"], force=options["force"],
+        delete_missing=options["delete_missing"], on_error=options["on_error"],
+        max_rejects=options["max_rejects"], types=parse_type_overrides(options["types"]),
+        schema_evolution=options["schema_evolution"],
+        csv=_csv_options(options["delimiter"], options["quote"], options["null"],
+                         options["encoding"], options["no_header"], options["columns"]),
+        origin="sync", wait_for_busy=False)
+    sync_opts = SyncOptions(
+        data_dir=data_dir, table=settings.table_name, schema=settings.schema, once=once,
+        patterns=tuple(patterns) or DEFAULT_PATTERNS, recursive=recursive, settle=settle,
+        poll=poll, rescan=rescan, jobs=options["jobs"] or default_jobs(), grace=grace,
+        retention_days=retention_days, import_options=import_opts)
+    conninfo = _connect_target(settings)
+    metrics = Metrics()
+    service = SyncService(conninfo, sync_opts, metrics)
+    port = metrics_port if metrics_port is not None else (0 if once else DEFAULT_METRICS_PORT)
+    server = None
+    if port:
+        try:
+            server = HealthServer(metrics, host=metrics_host, port=port, alive=service.alive,
+                                  ready=service.ready).start()
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on {metrics_host}:{port}: {exc.strerror}",
+                             hint="choose another --metrics-port, or 0 to disable") from None
+        log.info("serving /metrics, /healthz and /readyz on %s:%d", metrics_host, server.port)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda s, _f: service.request_stop(s))
+    log.info("syncing %s into %s (settle %.1fs, %s)", data_dir, settings.table_name, settle,
+             "polling" if poll else f"events + rescan every {rescan:.0f}s")
+    try:
+        summary = service.run()
+    finally:
+        if server is not None:
+            server.stop()
+    if not once:
+        ctx.exit(0)
+    write_summary(summary, settings.table_name, summary_file)
+    if options["pushgateway"]:
+        push(options["pushgateway"], metrics, job="snapshots_sync", table=settings.table_name,
+             schema=settings.schema)
+    click.echo(summary.as_json(settings.table_name))
+    if summary.interrupted:
+        ctx.exit(130)
+    if summary.database_error and not (summary.imported or summary.skipped):
+        ctx.exit(int(ExitCode.DATABASE))
+    ctx.exit(0 if summary.ok else 1)
+
+
+# --------------------------------------------------------------------------- retry
+
+
+@cli.command("retry")
+@click.argument("names", nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Every snapshot whose latest "
+                                                           "attempt failed.")
+@_shared_options
+@click.pass_context
+@handle_errors
+def retry_cmd(ctx: click.Context, names: tuple[str, ...], all_failed: bool,
+              database: str | None, table: str | None, schema_: str | None) -> None:
+    """Ask sync to try failed snapshots again (by NAME, or all with --failed).
+
+    sync does not retry a failed file until its bytes change; this tells it to.
+    """
+    from snapshots import schema as ddl
+    from snapshots.config import connect
+    from snapshots.store import request_retry
+
+    settings = _settings(ctx, database, table, schema_)
+    if bool(names) == all_failed:
+        raise UsageError("give NAME... or --failed (one of them)")
+    wanted = [Path(n).name for n in names]
+    with connect(_connect_target(settings)) as conn:
+        schema = settings.schema or ddl.current_schema(conn)
+        if not ddl.require_current(conn, schema):
+            records = []
+        else:
+            records = request_retry(conn, schema, settings.table_name, names=wanted,
+                                    all_failed=all_failed)
+    for record in records:
+        click.echo(f"retry requested for {record.file_name} (failed #{record.id})")
+    missing = [n for n in wanted if n not in {r.file_name for r in records}]
+    for name in missing:
+        click.echo(f"error: {name} has no failed attempt to retry in {settings.table_name}",
+                   err=True)
+    if not records and all_failed:
+        click.echo("nothing failed: nothing to retry")
+    ctx.exit(1 if missing else 0)
+
+
 # --------------------------------------------------------------------------- list
 
 

@@ -170,11 +170,13 @@ class Importer:
 
     # ------------------------------------------------------------------ one file
 
-    def import_file(self, path: Path) -> FileResult:
+    def import_file(self, path: Path, *, known: tuple[str, int] | None = None) -> FileResult:
+        """Import one file. `known` is its (sha256, size) when the caller already hashed it
+        (sync remembers hashes); the bytes are hashed again on their way into COPY anyway."""
         started = time.monotonic()
         result = FileResult(path=path, result="failed", file_name=path.name)
         try:
-            self._import(path, result)
+            self._import(path, result, known)
         except SnapshotsError as exc:
             result.result = "conflict" if isinstance(exc, ConflictError) else "failed"
             result.error = exc
@@ -187,7 +189,7 @@ class Importer:
             result.seconds = time.monotonic() - started
         return result
 
-    def _import(self, path: Path, result: FileResult) -> None:
+    def _import(self, path: Path, result: FileResult, known: tuple[str, int] | None) -> None:
         opts = self.options
         if not path.is_file():
             raise InputError("not a readable file", file=path)
@@ -196,7 +198,7 @@ class Importer:
             result.warnings.append(
                 f"{path.name}: no YYYYMMDD date in the name; snapshot_date stays empty")
         header = read_header(path, opts.csv)
-        sha, size = sha256_file(path)
+        sha, size = known or sha256_file(path)
         result.sha256, result.bytes = sha, size
         self.prepare()
 

@@ -75,6 +75,9 @@ CREATE TABLE {schema}.snapshot_files (
     PRIMARY KEY (table_name, path)
 );
 """),
+    (3, "retry requests for failed snapshots", """
+ALTER TABLE {schema}.snapshot_imports ADD COLUMN retry_requested_at timestamptz;
+"""),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

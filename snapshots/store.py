@@ -331,3 +331,71 @@ def forget(conn: psycopg.Connection, schema: str, table: str, *, ids: Sequence[i
         if chosen:
             mark_status(conn, schema, [r.id for r in chosen], "forgotten")
     return ForgetResult(chosen, deleted)
+
+
+# --------------------------------------------------------------------------- sync's memory
+
+
+@dataclass(frozen=True)
+class SnapshotState:
+    """What the ledger says about one name: its imported record, else its latest attempt."""
+
+    status: str
+    sha256: str
+    retry_requested: bool
+
+
+def snapshot_states(conn: psycopg.Connection, schema: str, table: str) -> dict[str, SnapshotState]:
+    rows = conn.execute(sql.SQL(
+        "SELECT DISTINCT ON (file_name) file_name, status, sha256, retry_requested_at IS NOT NULL "
+        "FROM {} WHERE table_name = %s "
+        "ORDER BY file_name, (status = 'imported') DESC, id DESC").format(ledger(schema)),
+        (table,)).fetchall()
+    return {r[0]: SnapshotState(r[1], r[2], bool(r[3])) for r in rows}
+
+
+@dataclass(frozen=True)
+class FileMemory:
+    size_bytes: int
+    mtime_ns: int
+    inode: int
+    sha256: str
+
+
+def hashed_files(conn: psycopg.Connection, schema: str, table: str) -> dict[str, FileMemory]:
+    """sync's memory of what it hashed, so a restart reads none of those bytes again."""
+    rows = conn.execute(sql.SQL(
+        "SELECT path, size_bytes, mtime_ns, inode, sha256 FROM {} WHERE table_name = %s").format(
+        sql.Identifier(schema, "snapshot_files")), (table,)).fetchall()
+    return {r[0]: FileMemory(r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def remember_hash(conn: psycopg.Connection, schema: str, table: str, path: str,
+                  memory: FileMemory) -> None:
+    conn.execute(sql.SQL(
+        "INSERT INTO {} (table_name, path, size_bytes, mtime_ns, inode, sha256) "
+        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (table_name, path) DO UPDATE SET "
+        "size_bytes = EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, "
+        "inode = EXCLUDED.inode, sha256 = EXCLUDED.sha256, hashed_at = now()").format(
+        sql.Identifier(schema, "snapshot_files")),
+        (table, path, memory.size_bytes, memory.mtime_ns, memory.inode, memory.sha256))
+
+
+def request_retry(conn: psycopg.Connection, schema: str, table: str, *,
+                  names: Sequence[str] = (), all_failed: bool = False) -> list[Record]:
+    """Flag the latest failed attempt of each name so sync tries it again.
+
+    A name that has an imported record has nothing to retry.
+    """
+    latest = sql.SQL(
+        "SELECT DISTINCT ON (file_name) id, status FROM {} WHERE table_name = %s {} "
+        "ORDER BY file_name, (status = 'imported') DESC, id DESC").format(
+        ledger(schema), sql.SQL("") if all_failed else sql.SQL("AND file_name = ANY(%s)"))
+    params: list[Any] = [table] if all_failed else [table, list(names)]
+    with conn.transaction():
+        ids = [r[0] for r in conn.execute(latest, params).fetchall() if r[1] == "failed"]
+        if not ids:
+            return []
+        conn.execute(sql.SQL("UPDATE {} SET retry_requested_at = now() WHERE id = ANY(%s)")
+                     .format(ledger(schema)), (ids,))
+    return records_by_ids(conn, schema, ids)

@@ -1,0 +1,30 @@
+"""Name the system tools the test suite needs that this machine lacks.
+
+Outside CI the tests that need a missing tool skip with its name; under CI=true a missing tool
+is a failure (this script exits 1), because a suite that skips what it cannot find hides gaps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+TOOLS = {
+    "psql": "Debian package postgresql-client (benchmarks compare against psql \\copy)",
+}
+
+
+def main() -> int:
+    missing = [(tool, why) for tool, why in TOOLS.items() if shutil.which(tool) is None]
+    for tool, why in missing:
+        print(f"missing tool: {tool} — {why}", file=sys.stderr)
+    if missing and os.environ.get("CI") == "true":
+        return 1
+    if missing:
+        print("tests needing them will be skipped; .ci/run installs them", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

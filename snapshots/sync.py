@@ -1,0 +1,555 @@
+"""`snapshots sync`: keep a directory and the database in sync, for months.
+
+The directory listing is the truth. Filesystem events (watchfiles) only wake the loop early;
+a rescan every --rescan seconds catches what events miss. A file is taken when complete (size
+and mtime unchanged for --settle seconds), hashed once (the hash is remembered in the
+database), and imported exactly once by the import engine, whose name lock and ledger make
+several sync processes safe on one directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from snapshots import __version__, store
+from snapshots import schema as ddl
+from snapshots.config import connect, first_line
+from snapshots.csvfile import load_order, sha256_file
+from snapshots.errors import DatabaseUnavailable, SnapshotsError, UsageError
+from snapshots.importer import FileResult, Importer, ImportOptions
+from snapshots.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATTERNS = ("*.csv", "*.csv.gz")
+IGNORED = ("*.tmp", "*.part", "*~")
+SUMMARY_LIMIT = 4096  # bytes: Kubernetes keeps at most 4 KB of a termination message
+TERMINATION_LOG = Path("/dev/termination-log")
+BACKOFF_START = 0.5
+BACKOFF_CAP = 30.0
+STALL_SECONDS = 60.0  # /healthz fails when the loop has not turned for this long
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    data_dir: Path
+    table: str
+    schema: str | None = None
+    once: bool = False
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    recursive: bool = False
+    settle: float = 2.0
+    poll: bool = False
+    rescan: float = 30.0
+    jobs: int = 1
+    grace: float = 10.0
+    retention_days: int | None = None
+    import_options: ImportOptions = field(default_factory=lambda: ImportOptions(
+        origin="sync", wait_for_busy=False))
+
+    def __post_init__(self) -> None:
+        if not self.data_dir.is_dir():
+            raise UsageError(f"--data-dir {self.data_dir}: not a directory")
+        if self.settle < 0 or self.rescan <= 0 or self.grace < 0 or self.jobs < 1:
+            raise UsageError("--settle and --grace must be >= 0, --rescan > 0, --jobs >= 1")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A file as listed: enough to tell whether it changed."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclass
+class Summary:
+    imported: int = 0
+    skipped: int = 0
+    failed: int = 0
+    conflict: int = 0
+    rows: int = 0
+    rejected_rows: int = 0
+    bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+    database_error: str | None = None
+
+    def add(self, result: FileResult) -> None:
+        if result.result == "imported":
+            self.imported += 1
+            self.rows += result.rows
+            self.rejected_rows += result.rejected
+            self.bytes += result.bytes
+        elif result.result == "skipped":
+            self.skipped += 1
+        elif result.result in ("failed", "conflict"):
+            setattr(self, result.result, getattr(self, result.result) + 1)
+            self.failures.append({"file": result.file_name,
+                                  "error": str(result.error or result.detail)})
+
+    def as_json(self, table: str) -> str:
+        """At most 4 KB: the failure list is cut to fit, and says so."""
+        payload: dict[str, Any] = {
+            "version": __version__, "table": table,
+            "files": {"imported": self.imported, "skipped": self.skipped,
+                      "failed": self.failed, "conflict": self.conflict},
+            "rows": self.rows, "rejected_rows": self.rejected_rows, "bytes": self.bytes,
+            "seconds": round(time.monotonic() - self.started, 3),
+            "interrupted": self.interrupted, "failures": [], "failures_omitted": 0,
+        }
+        if self.database_error:
+            payload["database_error"] = self.database_error[:300]
+        text = json.dumps(payload, separators=(",", ":"))
+        for index, failure in enumerate(self.failures):
+            entry = {"file": failure["file"][:200], "error": failure["error"][:300]}
+            payload["failures"].append(entry)
+            payload["failures_omitted"] = len(self.failures) - index - 1
+            candidate = json.dumps(payload, separators=(",", ":"))
+            if len(candidate.encode()) > SUMMARY_LIMIT:
+                payload["failures"].pop()
+                payload["failures_omitted"] = len(self.failures) - index
+                break
+            text = candidate
+        return json.dumps(payload, separators=(",", ":")) if len(text.encode()) > SUMMARY_LIMIT \
+            else text
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.conflict or self.interrupted or self.database_error)
+
+
+class SyncService:
+    """One directory, one table. `run()` blocks until stopped (or, with --once, done)."""
+
+    def __init__(self, conninfo: str, options: SyncOptions, metrics: Metrics | None = None) -> None:
+        self.conninfo = conninfo
+        self.options = options
+        self.metrics = metrics or Metrics()
+        self.summary = Summary()
+        self.stop_event = threading.Event()  # stop taking files
+        self.cancel_event = threading.Event()  # cancel files in flight (grace is over)
+        self.wake = threading.Event()
+        self.heartbeat = time.monotonic()
+        self.database_ok = False
+        self._conn: psycopg.Connection | None = None
+        self._schema: str | None = options.schema
+        self._first_seen: dict[str, tuple[Seen, float]] = {}  # path -> (signature, since)
+        self._done: dict[str, Seen] = {}  # files settled for good at this signature
+        self._done_failed: set[str] = set()  # of those, failures: a `retry` may reopen them
+        self._last_rescan = time.monotonic()
+        self._memory: dict[str, store.FileMemory] = {}
+        self._in_flight: dict[str, Future[FileResult]] = {}
+        self._idle: queue.SimpleQueue[Importer] = queue.SimpleQueue()
+        self._busy: dict[int, Importer] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=options.jobs, thread_name_prefix="sync")
+        self._backoff = BACKOFF_START
+        self._next_db_try = 0.0
+        self._last_retention = 0.0
+        self._pending_deadline: float | None = None
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self, signum: int | None = None) -> None:
+        if self.stop_event.is_set():  # a second signal: don't wait for the grace period
+            self.cancel_event.set()
+            self.wake.set()
+            return
+        if signum is not None:
+            log.info("received %s: finishing files in flight (grace %.0fs)",
+                     signal.Signals(signum).name, self.options.grace)
+        self.summary.interrupted = self.options.once
+        self.stop_event.set()
+        self.wake.set()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.heartbeat < STALL_SECONDS
+
+    def ready(self) -> bool:
+        return self.database_ok
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> Summary:
+        watcher = None if self.options.poll else self._start_watcher()
+        try:
+            while not self.stop_event.is_set():
+                self.heartbeat = time.monotonic()
+                self._collect()
+                if self._database():
+                    try:
+                        idle = self._pass()
+                    except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+                        self._database_lost(exc)
+                        idle = False
+                    if self.options.once and idle:
+                        break
+                elif self.options.once and self.summary.database_error and \
+                        not self._in_flight:
+                    break
+                self.wake.wait(self._timeout())
+                self.wake.clear()
+        finally:
+            self._shutdown()
+            if watcher is not None:
+                watcher.join(timeout=2)
+        return self.summary
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        waits = [self.options.rescan]
+        if self.options.poll:
+            waits.append(1.0)  # no events: list the directory every second
+        if self._pending_deadline is not None:
+            waits.append(max(0.05, self._pending_deadline - now))
+        if self._in_flight:
+            waits.append(0.2)  # collect results promptly
+        if not self.database_ok:
+            waits.append(max(0.05, self._next_db_try - now))
+        return max(0.02, min(waits))
+
+    def _start_watcher(self) -> threading.Thread | None:
+        import watchfiles
+
+        def watch() -> None:
+            try:
+                for _changes in watchfiles.watch(
+                        self.options.data_dir, recursive=self.options.recursive,
+                        stop_event=self.stop_event, debounce=50, step=20,
+                        rust_timeout=1000, yield_on_timeout=False, raise_interrupt=False):
+                    self.wake.set()
+            except Exception as exc:  # events are an optimisation; the rescan still works
+                log.warning("file events unavailable (%s); relying on the rescan", exc)
+
+        thread = threading.Thread(target=watch, name="watcher", daemon=True)
+        thread.start()
+        return thread
+
+    # ------------------------------------------------------------------ database
+
+    def _database(self) -> bool:
+        """Connected and migrated; reconnect with capped exponential backoff."""
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return True
+        now = time.monotonic()
+        if now < self._next_db_try:
+            return False
+        try:
+            self._conn = connect(self.conninfo)
+            self._schema = self._schema or ddl.current_schema(self._conn)
+            ddl.migrate(self._conn, self._schema)
+            store.reap_interrupted(self._conn, self._schema, self.options.table)
+            self._memory = store.hashed_files(self._conn, self._schema, self.options.table)
+        except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+            self._database_lost(exc)
+            return False
+        if not self.database_ok:
+            log.info("database is up")
+        self.database_ok = True
+        self.metrics.database_up.set(1)
+        self._backoff = BACKOFF_START
+        self.summary.database_error = None
+        return True
+
+    def _database_lost(self, exc: BaseException) -> None:
+        message = str(exc) if isinstance(exc, SnapshotsError) else first_line(str(exc))
+        if self.database_ok or self._backoff == BACKOFF_START:
+            log.warning("database unavailable: %s; retrying with backoff", message)
+        self.database_ok = False
+        self.metrics.database_up.set(0)
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        while True:  # importers hold connections that are probably dead too
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                break
+        self._next_db_try = time.monotonic() + self._backoff
+        self._backoff = min(BACKOFF_CAP, self._backoff * 2)
+        if self.options.once:
+            self.summary.database_error = message
+
+    # ------------------------------------------------------------------ one pass
+
+    def _pass(self) -> bool:
+        """List, settle, decide, dispatch. True when nothing is pending or in flight."""
+        assert self._conn is not None and self._schema is not None
+        listing = self._list()
+        now_mono, now_wall = time.monotonic(), time.time()
+        if now_mono - self._last_rescan >= self.options.rescan:
+            # Reconsider failures now and then: `snapshots retry` may have asked for them.
+            self._last_rescan = now_mono
+            for rel in self._done_failed:
+                self._done.pop(rel, None)
+            self._done_failed.clear()
+        ready: list[tuple[str, Seen]] = []
+        pending_ages: list[float] = []
+        self._pending_deadline = None
+        for rel, seen in listing.items():
+            if self._done.get(rel) == seen:
+                continue
+            if rel in self._in_flight:
+                pending_ages.append(now_wall - seen.mtime_ns / 1e9)
+                continue
+            first = self._first_seen.get(rel)
+            if first is None or first[0] != seen:
+                first = (seen, now_mono)
+                self._first_seen[rel] = first
+            pending_ages.append(now_wall - seen.mtime_ns / 1e9)
+            stable_for = max(now_mono - first[1], now_wall - seen.mtime_ns / 1e9)
+            if stable_for >= self.options.settle:
+                ready.append((rel, seen))
+            else:
+                deadline = now_mono + (self.options.settle - stable_for)
+                if self._pending_deadline is None or deadline < self._pending_deadline:
+                    self._pending_deadline = deadline
+        for gone in set(self._first_seen) - set(listing):
+            del self._first_seen[gone]
+
+        if ready:
+            states = store.snapshot_states(self._conn, self._schema, self.options.table)
+            by_path = {str(self.options.data_dir / rel): (rel, seen) for rel, seen in ready}
+            for path in load_order(Path(p) for p in by_path):
+                if self.stop_event.is_set() or len(self._in_flight) >= self.options.jobs:
+                    break
+                rel, seen = by_path[str(path)]
+                self._consider(rel, seen, states.get(path.name))
+
+        still_pending = [rel for rel, seen in listing.items()
+                         if self._done.get(rel) != seen]
+        self.metrics.pending.set(len(still_pending))
+        self.metrics.oldest_pending_age.set(max(pending_ages, default=0.0)
+                                            if still_pending else 0.0)
+        self._retention()
+        return not still_pending and not self._in_flight
+
+    def _list(self) -> dict[str, Seen]:
+        """Candidate files, relative to the data dir: matching, complete-looking, not hidden."""
+        root = self.options.data_dir
+        found: dict[str, Seen] = {}
+        walker: Iterable[tuple[str, list[str], list[str]]]
+        if self.options.recursive:
+            walker = os.walk(root)
+        else:
+            try:
+                names = os.listdir(root)
+            except OSError as exc:
+                log.warning("cannot list %s: %s", root, exc)
+                return found
+            walker = [(str(root), [], names)]
+        for directory, dirs, names in walker:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in names:
+                if not self._wanted(name):
+                    continue
+                full = os.path.join(directory, name)
+                try:
+                    st = os.stat(full)
+                except OSError:
+                    continue  # gone between listing and stat
+                if not os.path.isfile(full):
+                    continue
+                rel = os.path.relpath(full, root)
+                found[rel] = Seen(st.st_size, st.st_mtime_ns, st.st_ino)
+        return found
+
+    def _wanted(self, name: str) -> bool:
+        if name.startswith(".") or any(fnmatch.fnmatch(name, p) for p in IGNORED):
+            return False
+        return any(fnmatch.fnmatch(name, p) for p in self.options.patterns)
+
+    def _consider(self, rel: str, seen: Seen, state: store.SnapshotState | None) -> None:
+        """Decide what to do with a settled file; dispatch it when it needs importing."""
+        assert self._conn is not None and self._schema is not None
+        path = self.options.data_dir / rel
+        memory = self._memory.get(rel)
+        if memory is not None and (memory.size_bytes, memory.mtime_ns, memory.inode) == (
+                seen.size, seen.mtime_ns, seen.inode):
+            sha = memory.sha256
+        else:
+            try:
+                sha, size = sha256_file(path)  # the only place sync reads a file's bytes
+            except OSError as exc:
+                log.warning("cannot read %s: %s", path, exc)
+                return
+            if size != seen.size:
+                return  # still changing; the next pass sees the new signature
+            memory = store.FileMemory(seen.size, seen.mtime_ns, seen.inode, sha)
+            store.remember_hash(self._conn, self._schema, self.options.table, rel, memory)
+            self._memory[rel] = memory
+        if state is not None and state.status == "imported":
+            if state.sha256 == sha:
+                self._settle(rel, seen, FileResult(path=path, result="skipped",
+                                                   file_name=path.name, sha256=sha,
+                                                   detail="already imported"), quiet=True)
+                return
+            if not self.options.import_options.replace:
+                self._settle(rel, seen, FileResult(
+                    path=path, result="conflict", file_name=path.name, sha256=sha,
+                    detail=f"{path.name} was imported with different content; nothing "
+                           "written (snapshots import --replace supersedes it)"))
+                return
+        if state is not None and state.status == "failed" and state.sha256 == sha \
+                and not state.retry_requested:
+            self._done[rel] = seen  # failed before with these bytes: wait for change or retry
+            self._done_failed.add(rel)
+            return
+        self._dispatch(rel, seen, path, (sha, seen.size))
+
+    def _dispatch(self, rel: str, seen: Seen, path: Path, known: tuple[str, int]) -> None:
+        def work() -> FileResult:
+            importer = self._importer()
+            with self._lock:
+                self._busy[threading.get_ident()] = importer
+            try:
+                result = importer.import_file(path, known=known)
+            finally:
+                with self._lock:
+                    self._busy.pop(threading.get_ident(), None)
+            if isinstance(result.error, DatabaseUnavailable) or importer.conn.broken:
+                importer.close()
+            else:
+                self._idle.put(importer)
+            return result
+
+        future = self._pool.submit(work)
+        future.add_done_callback(lambda _f: self.wake.set())
+        self._in_flight[rel] = future
+        self._first_seen[rel] = (seen, self._first_seen.get(rel, (seen, 0.0))[1])
+
+    def _importer(self) -> Importer:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return Importer(self.conninfo, table=self.options.table, schema=self._schema,
+                            options=self.options.import_options, cancel=self.cancel_event)
+
+    def _collect(self) -> None:
+        for rel, future in list(self._in_flight.items()):
+            if not future.done():
+                continue
+            del self._in_flight[rel]
+            try:
+                result = future.result()
+            except DatabaseUnavailable as exc:
+                self._database_lost(exc)
+                continue
+            except Exception as exc:
+                log.error("%s: %s", rel, first_line(str(exc)))
+                continue
+            if isinstance(result.error, DatabaseUnavailable):
+                self._database_lost(result.error)
+                continue  # not the file's fault: it stays pending
+            if result.result == "busy":
+                continue  # another process has it; a later pass sees the outcome
+            seen = self._signature(rel)
+            if seen is not None:
+                self._settle(rel, seen, result)
+
+    def _signature(self, rel: str) -> Seen | None:
+        try:
+            st = os.stat(self.options.data_dir / rel)
+        except OSError:
+            return None
+        return Seen(st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def _settle(self, rel: str, seen: Seen, result: FileResult, *, quiet: bool = False) -> None:
+        """A final outcome for these bytes: count it, log it, don't look at it again."""
+        self._done[rel] = seen
+        if result.result in ("failed", "conflict"):
+            self._done_failed.add(rel)
+        self.metrics.observe(result)
+        self.summary.add(result)
+        fields = {"snap_file": result.file_name, "snap_result": result.result,
+                  "snap_rows": result.rows, "snap_seconds": round(result.seconds, 3)}
+        if result.result == "imported":
+            log.info("imported %s: %d rows in %.2fs%s", result.file_name, result.rows,
+                     result.seconds, f" ({result.detail})" if result.detail else "",
+                     extra=fields)
+        elif result.result in ("failed", "conflict"):
+            log.error("%s %s: %s", result.result, result.file_name,
+                      result.error or result.detail, extra=fields)
+        elif not quiet:
+            log.info("%s %s: %s", result.result, result.file_name, result.detail, extra=fields)
+        else:
+            log.debug("skipped %s: %s", result.file_name, result.detail, extra=fields)
+
+    def _retention(self) -> None:
+        days = self.options.retention_days
+        if days is None or self._conn is None or self._schema is None:
+            return
+        if time.monotonic() - self._last_retention < min(60.0, self.options.rescan):
+            return
+        self._last_retention = time.monotonic()
+        info = ddl.describe_table(self._conn, self._schema, self.options.table)
+        if info is None or not info.has_snapshot_id:
+            return  # retention deletes whole snapshots: append mode only
+        result = store.forget(self._conn, self._schema, self.options.table,
+                              older_than_days=days, delete_rows=True)
+        for record in result.records:
+            log.info("forgot %s (#%d): older than %d days", record.file_name, record.id, days)
+
+    # ------------------------------------------------------------------ stopping
+
+    def _shutdown(self) -> None:
+        """Let files in flight finish within --grace; then cancel and roll them back."""
+        deadline = time.monotonic() + self.options.grace
+        while self._in_flight and time.monotonic() < deadline:
+            self._collect()
+            if self._in_flight:
+                self.wake.wait(0.05)
+                self.wake.clear()
+        if self._in_flight:
+            log.warning("grace period over: cancelling %d file(s) in flight",
+                        len(self._in_flight))
+            self.summary.interrupted = True
+            self.cancel_event.set()
+            with self._lock:
+                busy = list(self._busy.values())
+            for importer in busy:
+                with contextlib.suppress(psycopg.Error, AttributeError):
+                    importer.conn.cancel_safe(timeout=2)
+            for future in list(self._in_flight.values()):
+                future.exception(timeout=30)
+            self._collect()
+        self._pool.shutdown(wait=True)
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                break
+        if self._conn is not None:
+            self._conn.close()
+
+
+def write_summary(summary: Summary, table: str, target: Path | None) -> Path | None:
+    """Write the --once summary; default /dev/termination-log when it exists."""
+    path = target if target is not None else (TERMINATION_LOG if TERMINATION_LOG.exists()
+                                              else None)
+    if path is None:
+        return None
+    try:
+        path.write_text(summary.as_json(table) + "\n", encoding="utf-8")
+    except OSError as exc:
+        log.warning("could not write the summary to %s: %s", path, exc)
+        return None
+    return path

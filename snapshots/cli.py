@@ -292,7 +292,8 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
                 if not quiet:
                     (bar.console.print if bar is not None else click.echo)(line)
             else:
-                click.echo(f"error: {line}", err=True)
+                # The error already names the file; the result word would only repeat it.
+                click.echo(f"error: {result.error or line}", err=True)
                 if result.error is not None and result.error.hint:
                     click.echo(f"hint: {result.error.hint}", err=True)
     if pushgateway:

@@ -1,8 +1,8 @@
 """Turn PostgreSQL's COPY errors into precise, one-line InputErrors.
 
-COPY says where it failed in its error context (`COPY t, line 3, column x: "abc"`). Its
-"line" counts records, not physical lines, so a file with newlines inside quoted fields is
-rescanned to find the physical line where the record starts.
+COPY says where it failed in its error context (`COPY t, line 3, column x: "abc"`). In CSV
+mode its "line" is the physical line where the failing record ends (newlines inside quoted
+fields count), so the file is rescanned to find the line where that record starts.
 """
 
 from __future__ import annotations
@@ -16,15 +16,19 @@ import psycopg
 from snapshots.csvfile import CsvOptions, decoded_lines, iter_chunks, open_content
 from snapshots.errors import InputError
 
+# The value may span lines (a quoted newline) and the table name may hold a comma.
 _CONTEXT = re.compile(
-    r'COPY [^,]+, line (?P<line>\d+)(?:, column (?P<column>[^:]+?))?(?:: "(?P<value>.*)")?$',
+    r'COPY .*?, line (?P<line>\d+)(?:, column (?P<column>.*?))?(?:: "(?P<value>.*)")?\Z',
     re.S)
 
 
 def copy_location(exc: psycopg.Error) -> tuple[int | None, str | None, str | None]:
-    """(record number counted from 1 including the header, column, value) from COPY's context."""
-    context = (exc.diag.context or "").strip().splitlines()
-    for line in context:
+    """(COPY's line number, column, value) from COPY's context.
+
+    The line is physical (see `record_start_for_copy_line`), counted from 1 with the header.
+    """
+    context = (exc.diag.context or "").strip()
+    for line in [context, *context.splitlines()]:
         match = _CONTEXT.match(line.strip())
         if match:
             value = match["value"]
@@ -37,7 +41,7 @@ def record_start_lines(path: Path, options: CsvOptions) -> Iterator[int]:
     stream, _ = open_content(path)
     with stream:
         reader = options.reader(decoded_lines(iter_chunks(stream), options.python_encoding,
-                                              file=str(path)))
+                                              file=str(path), errors="replace"))
         start = 1
         try:
             for _ in reader:
@@ -48,10 +52,33 @@ def record_start_lines(path: Path, options: CsvOptions) -> Iterator[int]:
 
 
 def physical_line(path: Path, options: CsvOptions, record: int) -> int:
+    """Physical line where record number `record` (1-based, header included) starts."""
     for number, start in enumerate(record_start_lines(path, options), start=1):
         if number >= record:
             return start
     return record
+
+
+def record_start_for_copy_line(path: Path, options: CsvOptions, copy_line: int) -> int:
+    """Physical line where the record holding COPY's "line N" starts.
+
+    In CSV mode COPY's line number is physical: a newline inside a quoted field counts, so it
+    names the line where the failing record ends (one past the end of the file for an
+    unterminated quote). The record may have started lines earlier.
+    """
+    stream, _ = open_content(path)
+    with stream:
+        reader = options.reader(decoded_lines(iter_chunks(stream), options.python_encoding,
+                                              file=str(path), errors="replace"))
+        start = 1
+        try:
+            for _ in reader:
+                if reader.line_num >= copy_line:
+                    return start
+                start = reader.line_num + 1
+        except Exception:  # the rescan only locates; a parse error is where COPY stopped too
+            return min(start, copy_line)
+    return copy_line
 
 
 def input_error_from_copy(exc: psycopg.Error, path: Path, options: CsvOptions) -> InputError:
@@ -60,13 +87,17 @@ def input_error_from_copy(exc: psycopg.Error, path: Path, options: CsvOptions) -
     reason = reason.replace("\n", " ")
     line = None
     if record is not None:
-        line = physical_line(path, options, record)
+        line = record_start_for_copy_line(path, options, record)
     hint = None
     sqlstate = exc.sqlstate or ""
     if sqlstate == "22P04" and "extra data" in reason:
         hint = "the record has more fields than the header"
     elif sqlstate == "22P04" and "missing data" in reason:
         hint = "the record has fewer fields than the header"
+    elif sqlstate == "22P04" and "unterminated" in reason:
+        hint = "a quoted field is never closed: check the quotes from this line on"
+    elif sqlstate == "22021" and reason.endswith(": 0x00"):
+        reason = "NUL byte (0x00) in the data: PostgreSQL text cannot hold it"
     elif sqlstate in ("22021", "22P05"):
         hint = "check --encoding"
     elif sqlstate.startswith("22"):
@@ -77,3 +108,15 @@ def input_error_from_copy(exc: psycopg.Error, path: Path, options: CsvOptions) -
     if column is None and value is not None and sqlstate == "22P04":
         value = None
     return InputError(reason, file=path, line=line, column=column, value=value, hint=hint)
+
+
+def malformed_csv(exc: Exception, path: Path, options: CsvOptions, line: int) -> InputError:
+    """Python's csv module gave up at physical line `line`: name the record's first line."""
+    text = str(exc)
+    if "unexpected end of data" in text:
+        reason, hint = "unterminated CSV quoted field", \
+            "a quoted field is never closed: check the quotes from this line on"
+    else:
+        reason, hint = f"malformed CSV: {text}", None
+    return InputError(reason, file=path, line=record_start_for_copy_line(path, options, line),
+                      hint=hint)

@@ -30,7 +30,8 @@ MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1
 MAX_FIELD_BYTES = 1 << 30  # PostgreSQL's 1 GB limit per field
 
 _DATE_RUN = re.compile(r"(?<!\d)(\d{8})(?!\d)")
-_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+# Letters and digits of any alphabet stay (`Größe` -> `größe`); anything else becomes `_`.
+_NON_ALNUM = re.compile(r"[\W_]+")
 
 # PostgreSQL encoding names (what the server converts from) to Python codecs (what we use to
 # read the header and to validate values). The server does the real conversion.
@@ -212,35 +213,59 @@ def python_codec(pg_encoding: str) -> str:
                          "snapshots both know", hint="try UTF8, LATIN1 or WIN1252") from None
 
 
-def decoded_lines(chunks: Iterable[bytes], encoding: str, *, file: str) -> Iterator[str]:
+# str.splitlines() also breaks at these, but for CSV (and COPY) they are data.
+_NOT_LINE_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_LINE_BREAK = re.compile(r"(?<=\n)|(?<=\r)(?!\n)")
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines with their ends kept, broken only at \\n, \\r\\n and a lone \\r."""
+    if _NOT_LINE_BREAKS.search(text):
+        lines = _LINE_BREAK.split(text)
+        if lines and not lines[-1]:
+            lines.pop()
+        return lines
+    return text.splitlines(keepends=True)
+
+
+def decoded_lines(chunks: Iterable[bytes], encoding: str, *, file: str,
+                  errors: str = "strict") -> Iterator[str]:
     """Text lines (ends kept) from byte chunks; invalid bytes name the line they are on."""
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    decoder = codecs.getincrementaldecoder(encoding)(errors)
+    shown = pg_encoding_name(encoding)
     carry = ""
     line_no = 1
     for chunk in chunks:
         try:
             text = carry + decoder.decode(chunk)
         except UnicodeDecodeError as exc:
-            bad = chunk[max(0, exc.start - 20): exc.end + 20]
             prefix = chunk[: exc.start]
-            raise InputError(f"invalid byte sequence for encoding {encoding}",
+            raise InputError(f"invalid byte sequence for encoding {shown}",
                              file=file, line=line_no + carry.count("\n") + prefix.count(b"\n"),
-                             value=bad.decode(encoding, "replace")) from None
-        lines = text.splitlines(keepends=True)
-        if lines and not lines[-1].endswith(("\n", "\r")):
-            carry = lines.pop()
-        else:
-            carry = ""
-        # A CRLF split across chunks shows up as "\r" then "\n"; csv copes with both.
+                             value="0x" + chunk[exc.start: exc.end].hex()) from None
+        lines = _split_lines(text)
+        # An unfinished last line waits for the next chunk; so does a last line ending in
+        # "\r", whose "\n" may start the next chunk (else csv would see an extra blank record).
+        carry = lines.pop() if lines and not lines[-1].endswith("\n") else ""
         line_no += len(lines)
         yield from lines
     try:
         carry += decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise InputError(f"invalid byte sequence for encoding {encoding} at the end of the file",
+        raise InputError(f"invalid byte sequence for encoding {shown} at the end of the file",
                          file=file, line=line_no) from None
     if carry:
         yield carry
+
+
+def pg_encoding_name(codec: str) -> str:
+    """PostgreSQL's name for a Python codec, for messages (`utf-8-sig` is UTF8)."""
+    if codec in ("utf-8", "utf-8-sig"):
+        return "UTF8"
+    for name, known in _PG_TO_PYTHON.items():
+        if known == codec:
+            return name
+    return codec
 
 
 # --------------------------------------------------------------------------- header
@@ -278,9 +303,11 @@ def check_names(raw: Sequence[str], *, file: str, line: int | None = 1) -> Heade
             raise InputError("column name snapshot_id is reserved for the ledger reference",
                              file=file, line=line, value=original)
         if name in seen:
-            what = "duplicate column name" if seen[name] == original else \
-                f"column names {seen[name]!r} and {original!r} both become"
-            raise InputError(what, file=file, line=line, value=name)
+            if seen[name] == original:
+                raise InputError("duplicate column name", file=file, line=line, value=name)
+            raise InputError(f"column names {seen[name]!r} and {original!r} both become "
+                             f"{name!r}", file=file, line=line,
+                             hint="rename one of them in the header")
         seen[name] = original
         names.append(name)
     return Header(raw=tuple(raw), names=tuple(names))
@@ -295,13 +322,20 @@ def read_header(path: Path, options: CsvOptions) -> Header:
     stream, _ = open_content(path)
     with stream:
         try:
-            first = stream.read(64 * 1024)
+            first = stream.readline(64 * 1024)
+            blank = not first.strip()
+            if blank and stream.read(64 * 1024).strip():
+                raise InputError("the first line is blank: it must be the header", file=file,
+                                 line=1)
         except (OSError, EOFError) as exc:
             raise InputError(f"cannot read the file: {exc}", file=file) from None
-        if not first.strip():
+        if blank:
             raise InputError("empty file: no header line", file=file, line=1,
                              hint="a snapshot needs at least a header line")
-        rest = iter_chunks(stream)
+        # Line by line, so that bytes after the header (a bad row for --on-error skip, say)
+        # are not decoded here. \n never occurs inside a multi-byte character in the
+        # supported encodings.
+        rest = iter(lambda: stream.readline(CHUNK_SIZE), b"")
         chunks = _chain_first(first, rest)
         encoding = options.python_encoding
         if encoding == "utf-8":
@@ -337,7 +371,7 @@ _TIME = r"[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
 _OFFSET = r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)"
 _PATTERNS = {
     BIGINT: _INT,
-    NUMERIC: rf"(?:{_INT}|{_DEC})",
+    NUMERIC: rf"(?:0|-?[1-9][0-9]*|{_DEC})",  # integers of any length: numeric is exact
     BOOLEAN: r"(?:true|false)",
     DATE: _DATE,
     TIMESTAMP: rf"{_DATE}[ T]{_TIME}",
@@ -347,6 +381,8 @@ _SINGLE = {t: re.compile(p) for t, p in _PATTERNS.items()}
 # One regex call over a whole column batch joined by newlines keeps the work in C.
 _MANY = {t: re.compile(rf"(?:{p}\n)*{p}") for t, p in _PATTERNS.items()}
 _NEGATIVE_ZERO = re.compile(r"-0(?:\.0+)?")
+_NEGATIVE_ZERO_LINE = re.compile(r"^-0(?:\.0+)?$", re.M)
+_LONG_INT = re.compile(r"^-?[0-9]{19}$", re.M)
 
 
 def _value_fits(kind: str, value: str) -> bool:
@@ -370,6 +406,9 @@ def _valid_datetime(kind: str, value: str) -> bool:
             parsed = dt.datetime.fromisoformat(text)
             if kind == TIMESTAMPTZ and parsed.tzinfo is None:
                 return False
+            offset = parsed.utcoffset()
+            if offset is not None and abs(offset) >= dt.timedelta(hours=16):
+                return False  # PostgreSQL's "time zone displacement out of range"
     except ValueError:
         return False
     return True
@@ -403,9 +442,11 @@ class TypeInference:
             candidates = self._candidates[index]
             if not candidates:
                 continue
-            values = [v for v in set(column) if v != self.null]
-            if not values:
+            distinct = set(column)
+            distinct.discard(self.null)
+            if not distinct:
                 continue
+            values = list(distinct)
             self._seen_value[index] = True
             for kind in list(candidates):
                 if not self._all_fit(kind, values):
@@ -422,11 +463,11 @@ class TypeInference:
     def _all_fit(self, kind: str, values: list[str]) -> bool:
         joined = "\n".join(values)
         if joined.count("\n") == len(values) - 1 and _MANY[kind].fullmatch(joined):
-            if kind == BIGINT:
-                return all(_value_fits(kind, v) for v in values
-                           if len(v) >= 19 or v.startswith("-0"))
+            # Whole-batch regexes find the rare values that need a closer look.
+            if kind == BIGINT and _LONG_INT.search(joined):
+                return all(_value_fits(kind, v) for v in values if len(v) >= 19)
             if kind == NUMERIC:
-                return not any(_NEGATIVE_ZERO.fullmatch(v) for v in values if v.startswith("-0"))
+                return not _NEGATIVE_ZERO_LINE.search(joined)
             if kind in (DATE, TIMESTAMP, TIMESTAMPTZ):
                 return all(_valid_datetime(kind, v) for v in values)
             return True
@@ -463,3 +504,143 @@ def widen_type(current: str) -> str:
     if base in ("smallint", "integer", "bigint", "int2", "int4", "int8"):
         return NUMERIC
     return TEXT
+
+
+# Fast shapes for the stream check below. They may accept a little more than the exact
+# lossless check (e.g. 2023-02-30); COPY rejects those and the importer widens the column.
+_FAST_DATE = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+_FAST_TS = _FAST_DATE + r"[ T](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+_FAST = {
+    BIGINT: r"0|-?[1-9][0-9]{0,17}",  # 19 digits may overflow: the exact path decides
+    NUMERIC: r"-?[1-9][0-9]*(?:\.[0-9]+)?|0(?:\.[0-9]+)?|-0\.[0-9]*[1-9][0-9]*",
+    BOOLEAN: r"true|false",
+    DATE: _FAST_DATE,
+    TIMESTAMP: _FAST_TS,
+    TIMESTAMPTZ: _FAST_TS + _OFFSET,
+}
+MAX_RECORD_CARRY = 64 << 20  # a record longer than this ends inference: its columns stay text
+
+
+class StreamInference:
+    """Type inference over a file's bytes as they stream into COPY, fast enough to hide behind
+    the server's own work.
+
+    Text is cut at record boundaries (a newline preceded by an even number of quotes), and a
+    whole block of records is checked by ONE regex built from each column's current narrowest
+    type. Only a block that does not match (a new kind of value, quoted numbers, ...) is parsed
+    with the csv module to narrow the types; that is rare, so the cost is about one regex pass
+    over the bytes.
+    """
+
+    def __init__(self, width: int, options: CsvOptions, overrides: dict[int, str] | None = None,
+                 *, skip_header: bool = True) -> None:
+        self.width = width
+        self.options = options
+        self.exact = TypeInference(width, dict(overrides or {}), null=options.null)
+        self._decoder = codecs.getincrementaldecoder(options.python_encoding)("replace")
+        self._carry = ""
+        self._skip_header = skip_header and options.header
+        self._started = False
+        self._given_up = False
+        self._pattern: re.Pattern[str] | None = None
+        self._pattern_key: tuple[object, ...] | None = None
+
+    # The stream -----------------------------------------------------------------
+
+    def feed(self, chunk: bytes) -> None:
+        if self._given_up:
+            return
+        text = self._carry + self._decoder.decode(chunk)
+        cut = self._boundary(text)
+        if cut == 0 and len(text) > MAX_RECORD_CARRY:
+            self._give_up()
+            return
+        self._carry = text[cut:]
+        self._block(text[:cut])
+
+    def finish(self) -> None:
+        if self._given_up:
+            return
+        tail = self._carry + self._decoder.decode(b"", final=True)
+        self._carry = ""
+        if tail:
+            self._block(tail if tail.endswith(("\n", "\r")) else tail + "\n")
+
+    def widen(self, index: int, to: str = TEXT) -> None:
+        self.exact.widen(index, to)
+
+    def types(self) -> list[str]:
+        return self.exact.types()
+
+    # Blocks ---------------------------------------------------------------------
+
+    def _boundary(self, text: str) -> int:
+        """Index just after the last newline that ends a record (0 if none)."""
+        quote = self.options.quote
+        end = len(text)
+        while True:
+            i = text.rfind("\n", 0, end)
+            if i < 0:
+                return 0
+            if text.count(quote, 0, i) % 2 == 0:
+                return i + 1
+            end = i
+
+    def _block(self, text: str) -> None:
+        if not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+            if self._skip_header:
+                text = text[self._first_record_end(text):]
+        if not text:
+            return
+        if self._line_pattern().fullmatch(text):
+            return
+        rows = [row for row in self.options.reader(text.splitlines(keepends=True))
+                if len(row) == self.width]  # wrong widths are COPY's to report
+        self.exact.feed(rows)
+
+    def _first_record_end(self, text: str) -> int:
+        quote = self.options.quote
+        start = 0
+        while True:
+            i = text.find("\n", start)
+            if i < 0:
+                return len(text)
+            if text.count(quote, 0, i) % 2 == 0:
+                return i + 1
+            start = i + 1
+
+    def _line_pattern(self) -> re.Pattern[str]:
+        exact = self.exact
+        key = tuple((frozenset(c), s) for c, s in
+                    zip(exact._candidates, exact._seen_value, strict=True))
+        if self._pattern is not None and key == self._pattern_key:
+            return self._pattern
+        q = re.escape(self.options.quote)
+        d = re.escape(self.options.delimiter)
+        null = re.escape(self.options.null)
+        text_field = rf"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{d}{q}\r\n]*)"
+        fields = []
+        for index, (candidates, seen) in enumerate(
+                zip(exact._candidates, exact._seen_value, strict=True)):
+            if index in exact.overrides or not candidates:
+                fields.append(text_field)
+            elif not seen:
+                fields.append(f"(?:{null})")  # only NULLs so far: any value needs a look
+            else:
+                kind = next(t for t in TYPE_PRIORITY if t in candidates)
+                fields.append(f"(?:{_FAST[kind]}|{null})")
+        line = d.join(fields) + r"\r?\n"
+        self._pattern = re.compile(f"(?:{line})*")
+        self._pattern_key = key
+        return self._pattern
+
+    def _give_up(self) -> None:
+        """A record too long to hold: stop inferring; untyped columns become text."""
+        self._given_up = True
+        self._carry = ""
+        for index in range(self.width):
+            if index not in self.exact.overrides:
+                self.exact.widen(index)
+                self.exact._seen_value[index] = True

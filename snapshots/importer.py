@@ -23,12 +23,12 @@ from psycopg import sql
 from snapshots import schema as ddl
 from snapshots import store
 from snapshots.config import connect, first_line
-from snapshots.copyerrors import input_error_from_copy, physical_line
+from snapshots.copyerrors import input_error_from_copy, malformed_csv, physical_line
 from snapshots.csvfile import (
     TEXT,
     CsvOptions,
     Header,
-    TypeInference,
+    StreamInference,
     decoded_lines,
     iter_chunks,
     open_content,
@@ -51,7 +51,7 @@ from snapshots.errors import (
 
 log = logging.getLogger(__name__)
 
-SAMPLE_ROWS = 20_000  # rows read to guess types before the table is created
+SAMPLE_BYTES = 4 << 20  # bytes read to guess types before the table is created
 BATCH_ROWS = 20_000  # rows per inference batch: big enough to keep the work in C
 MAX_WIDENINGS = 64  # a file can't need more retries than this without something being wrong
 
@@ -181,8 +181,11 @@ class Importer:
             result.result = "conflict" if isinstance(exc, ConflictError) else "failed"
             result.error = exc
         except psycopg.OperationalError as exc:
-            result.error = DatabaseUnavailable(f"{path}: lost the database: "
-                                               f"{first_line(str(exc))}")
+            if _connection_lost(self.conn, exc):
+                result.error = DatabaseUnavailable(f"{path}: lost the database: "
+                                                   f"{first_line(str(exc))}")
+            else:  # the server refused this file: a limit (54xxx), a full disk (53100), ...
+                result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
         except psycopg.Error as exc:
             result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
         finally:
@@ -408,17 +411,32 @@ class Importer:
             sql.Identifier(self.schema, ddl.latest_view_name(self.table))))
 
     def _infer_types(self, path: Path, header: Header, *, only: Sequence[str] = (),
-                     limit: int | None = None) -> list[str]:
-        """A full (or first-`limit`-rows) inference pass over the file in Python."""
-        inference = TypeInference(len(header.names), self._overrides(header.names),
-                                  null=self.options.csv.null)
+                     limit_bytes: int | None = None,
+                     forced_text: Sequence[int] = ()) -> list[str]:
+        """An inference pass over the file (or its first `limit_bytes`), no COPY."""
+        inference = self._stream_inference(header.names, forced_text)
         if only:
             for index, name in enumerate(header.names):
-                if name not in only and index not in inference.overrides:
-                    inference.overrides[index] = TEXT  # not needed: skip the work
-        for batch in self._record_batches(path, limit=limit):
-            inference.feed(batch)
+                if name not in only and index not in inference.exact.overrides:
+                    inference.exact.overrides[index] = TEXT  # not needed: skip the work
+        stream, _ = open_content(path)
+        read = 0
+        with stream:
+            for chunk in iter_chunks(stream):
+                inference.feed(chunk)
+                read += len(chunk)
+                if limit_bytes is not None and read >= limit_bytes:
+                    break
+        if limit_bytes is None or read < limit_bytes:
+            inference.finish()
         return inference.types()
+
+    def _stream_inference(self, names: Sequence[str],
+                          forced_text: Sequence[int] = ()) -> StreamInference:
+        inference = StreamInference(len(names), self.options.csv, self._overrides(names))
+        for index in forced_text:
+            inference.widen(index)
+        return inference
 
     def _record_batches(self, path: Path, *, limit: int | None = None,
                         chunks: Iterator[bytes] | None = None) -> Iterator[list[list[str]]]:
@@ -440,8 +458,7 @@ class Importer:
                 try:
                     batch = list(itertools.islice(reader, size))
                 except csv.Error as exc:
-                    raise InputError(f"malformed CSV: {exc}", file=path,
-                                     line=reader.line_num) from None
+                    raise malformed_csv(exc, path, opts, reader.line_num) from None
                 if not batch:
                     return
                 yield batch
@@ -463,7 +480,7 @@ class Importer:
             sql.Literal(opts.quote), sql.Literal(opts.null), sql.Literal(opts.encoding))
 
     def _copy_file(self, path: Path, relation: sql.Composable, columns: Sequence[str],
-                   sha: str, *, inference: TypeInference | None = None) -> int:
+                   sha: str, *, inference: StreamInference | None = None) -> int:
         """Stream the file's bytes into COPY; optionally infer types from the same bytes.
 
         No per-row Python work here unless `inference` is given (only for a table this import
@@ -483,12 +500,11 @@ class Importer:
                             self.progress(hasher.bytes_read, total)
                         yield chunk
 
-                if inference is None:
-                    for _ in feed():
-                        pass
-                else:
-                    for batch in self._record_batches(path, chunks=feed()):
-                        inference.feed(batch)
+                for chunk in feed():
+                    if inference is not None:
+                        inference.feed(chunk)
+                if inference is not None:
+                    inference.finish()
             rows = cur.rowcount
             while hasher.read(1 << 16):  # a gzip member's trailer may be left unread
                 pass
@@ -498,7 +514,7 @@ class Importer:
         return rows
 
     def _copy_with_errors(self, path: Path, relation: sql.Composable, columns: Sequence[str],
-                          sha: str, *, inference: TypeInference | None = None) -> int:
+                          sha: str, *, inference: StreamInference | None = None) -> int:
         try:
             return self._copy_file(path, relation, columns, sha, inference=inference)
         except psycopg.errors.QueryCanceled:
@@ -565,22 +581,18 @@ class Importer:
             return self._append_existing(path, relation, columns, sha, target), ""
 
         names = header.names
-        overrides = self._overrides(names)
-        guess = self._infer_types(path, header, limit=SAMPLE_ROWS)
-        ddl.create_append_table(self.conn, self.schema, self.table, list(zip(names, guess,
-                                                                              strict=True)),
-                                index=False, view=False)
-        created = list(guess)
-        inference: TypeInference | None = TypeInference(len(names), overrides,
-                                                        null=self.options.csv.null)
+        forced_text: list[int] = []  # columns COPY showed to need text (e.g. `""`)
+        created = self._infer_types(path, header, limit_bytes=SAMPLE_BYTES)
+        ddl.create_append_table(self.conn, self.schema, self.table,
+                                list(zip(names, created, strict=True)), index=False, view=False)
+        inference: StreamInference | None = self._stream_inference(names)
         rows = 0
         for _ in range(MAX_WIDENINGS):
             try:
-                with self.conn.transaction():  # savepoint
+                with self.conn.transaction():  # savepoint: a retry starts from an empty table
                     rows = self._copy_file(path, relation, names, sha, inference=inference)
-                    final = inference.types() if inference is not None else created
-                    if final != created:
-                        raise _NeedsWider(final)
+                    if inference is not None and inference.types() != created:
+                        raise _NeedsWider(inference.types())
                 break
             except _NeedsWider as wider:
                 self._retype(names, created, wider.types)
@@ -590,12 +602,12 @@ class Importer:
                 if column is None or column not in names or \
                         created[names.index(column)] == TEXT or column in self.options.types:
                     raise input_error_from_copy(exc, path, self.options.csv) from None
-                # e.g. `""` (an empty string, not NULL) in a column that looked numeric.
-                if inference is None:
-                    inference = TypeInference(len(names), overrides, null=self.options.csv.null)
-                inference.widen(names.index(column))
-                final = [TEXT if n == column else t for n, t in zip(names, created, strict=True)]
-                self._retype(names, created, final)
+                # A value the fast check let through (`""`, 2023-02-30): that column is text.
+                forced_text.append(names.index(column))
+                self._retype(names, created, [TEXT if i in forced_text else t
+                                              for i, t in enumerate(created)])
+                if inference is not None:
+                    inference = self._stream_inference(names, forced_text)
         else:
             raise InputError("could not settle the column types", file=path)
         ddl.create_snapshot_index(self.conn, self.schema, self.table)
@@ -712,7 +724,7 @@ class Importer:
                 info = ddl.describe_table(self.conn, self.schema, self.table)
                 if info is None:
                     names = header.names
-                    types = self._infer_types(path, header)
+                    types = self._infer_types(path, header)  # the whole file: nothing to lose
                     stage = sql.Identifier("snapshots_stage")
                     self.conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
                         stage, sql.SQL(", ").join(
@@ -744,6 +756,15 @@ class Importer:
                        *, relation: sql.Composable | None = None) -> tuple[int, int, str]:
         from snapshots.rejects import load_skipping
         return load_skipping(self, path, header, target, import_id, relation=relation)
+
+
+def _connection_lost(conn: psycopg.Connection, exc: psycopg.OperationalError) -> bool:
+    """Whether an OperationalError means the database went away, rather than that the server
+    refused the statement (psycopg files SQLSTATE classes 53, 54, 55, 57 and 58 under
+    OperationalError too: `tables can have at most 1600 columns` is one)."""
+    state = exc.sqlstate or ""
+    return conn.broken or conn.closed or not state or state.startswith("08") or \
+        state in ("57P01", "57P02", "57P03")
 
 
 class _NeedsWider(Exception):

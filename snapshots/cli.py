@@ -65,6 +65,13 @@ class Settings:
 def _settings(ctx: click.Context, database: str | None, table: str | None,
               schema: str | None) -> Settings:
     settings: Settings = ctx.ensure_object(Settings)
+    if ctx.parent is not None:
+        # The group already read SNAPSHOTS_DATABASE & co.; a command re-reading them must not
+        # override an option given before the command (`--database` beats the environment).
+        env = click.core.ParameterSource.ENVIRONMENT
+        database, table, schema = (
+            None if ctx.get_parameter_source(name) is env else value
+            for name, value in (("database", database), ("table", table), ("schema_", schema)))
     settings.merge(database, table, schema)
     return settings
 

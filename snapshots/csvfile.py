@@ -596,8 +596,13 @@ class StreamInference:
             return
         if self._line_pattern().fullmatch(text):
             return
-        rows = [row for row in self.options.reader(text.splitlines(keepends=True))
-                if len(row) == self.width]  # wrong widths are COPY's to report
+        rows = []
+        try:
+            for row in self.options.reader(_split_lines(text)):
+                if len(row) == self.width:  # wrong widths are COPY's to report
+                    rows.append(row)
+        except csv.Error:
+            pass  # so is malformed CSV (an unterminated quote), with the line it is on
         self.exact.feed(rows)
 
     def _first_record_end(self, text: str) -> int:

@@ -202,6 +202,12 @@ LOAD_TABLE = "t_load"
 STAGE_TABLE = "t_stage"
 DATA_COLUMNS = "user_id bigint, name text, store_name text, credit_limit numeric"
 SNAPSHOT_ID = "snapshot_id bigint NOT NULL DEFAULT current_setting('snapshots.import_id')::bigint"
+# The same value through a function falsely declared IMMUTABLE: folded to a constant once per
+# statement (fast), but a cached generic plan of an INSERT keeps the old value (see checks).
+IMMUTABLE_FN = (
+    "CREATE OR REPLACE FUNCTION import_id_folded() RETURNS bigint LANGUAGE sql IMMUTABLE "
+    "AS $$ SELECT current_setting('snapshots.import_id')::bigint $$"
+)
 
 
 @dataclass
@@ -211,16 +217,18 @@ class Variant:
     ddl: list[str]
     run: Callable[[], dict[str, float]]
     after: Callable[[], dict[str, float]] | None = None
+    max_reps: int | None = None
     total: Stats = field(default_factory=Stats)
     extra: dict[str, Stats] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
 
 
 class LoadBench:
-    def __init__(self, uri: str, psql: str, full: Path, part1: Path, part2: Path, rows: int):
+    def __init__(self, uri: str, psql: str, full: Path, part1: Path, part2: Path, rows: int,
+                 slow_reps: int):
         import psycopg
 
-        self.uri, self.psql, self.rows = uri, psql, rows
+        self.uri, self.psql, self.rows, self.slow_reps = uri, psql, rows, slow_reps
         self.full, self.part1, self.part2 = full, part1, part2
         self.env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=1")
         self.admin = psycopg.connect(uri, autocommit=True)
@@ -280,6 +288,10 @@ class LoadBench:
                     [f"CREATE TABLE {LOAD_TABLE} ({DATA_COLUMNS}, "
                      "snapshot_id bigint NOT NULL DEFAULT 1)"],
                     self.one_stream),
+            Variant("i", "+ snapshot_id DEFAULT IMMUTABLE-declared wrapper (unsafe)",
+                    [f"CREATE TABLE {LOAD_TABLE} ({DATA_COLUMNS}, "
+                     "snapshot_id bigint NOT NULL DEFAULT import_id_folded())"],
+                    self.one_stream),
             Variant("c", "b + btree(snapshot_id)",
                     [with_id, f"CREATE INDEX {LOAD_TABLE}_btree ON {LOAD_TABLE} (snapshot_id)"],
                     self.one_stream),
@@ -290,7 +302,7 @@ class LoadBench:
             Variant("e", "b + FOREIGN KEY REFERENCES ledger(id)",
                     [f"CREATE TABLE {LOAD_TABLE} ({DATA_COLUMNS}, {SNAPSHOT_ID} "
                      "REFERENCES ledger(id))"],
-                    self.one_stream),
+                    self.one_stream, max_reps=self.slow_reps),
             Variant("f", "typed UNLOGGED staging + INSERT SELECT into b",
                     [with_id, f"CREATE UNLOGGED TABLE {STAGE_TABLE} ({DATA_COLUMNS})"],
                     self.staging),
@@ -304,10 +316,13 @@ class LoadBench:
         self.sql("DROP TABLE IF EXISTS ledger CASCADE")
         self.sql("CREATE TABLE ledger (id bigint PRIMARY KEY)")
         self.sql("INSERT INTO ledger VALUES (1)")
+        self.sql(IMMUTABLE_FN)
         variants = [v for v in self.variants() if v.key in only]
         for rep in range(reps):
             shift = rep % len(variants)
             for v in variants[shift:] + variants[:shift]:
+                if v.max_reps is not None and len(v.total.samples) >= v.max_reps:
+                    continue
                 self.reset()
                 for statement in v.ddl:
                     self.sql(statement)
@@ -357,6 +372,19 @@ def check_guc(uri: str) -> list[str]:
             notes.append("never set in the session: insert accepted (unexpected)")
         except psycopg.Error as exc:
             notes.append(f"never set in the session: {pg_error(exc)}")
+    with psycopg.connect(uri) as conn:  # the IMMUTABLE shortcut and a cached INSERT plan
+        conn.execute(IMMUTABLE_FN)
+        conn.execute("CREATE TEMP TABLE imm_t (x int, "
+                     "snapshot_id bigint NOT NULL DEFAULT import_id_folded())")
+        for x in range(1, 9):  # psycopg prepares a statement on its 5th execution
+            conn.execute("SELECT set_config('snapshots.import_id', %s, true)", (str(x),))
+            conn.execute("INSERT INTO imm_t (x) VALUES (%s)", (x,), prepare=True)
+        wrong = conn.execute("SELECT string_agg(x || '->' || snapshot_id, ' ' ORDER BY x) "
+                             "FROM imm_t WHERE x <> snapshot_id").fetchone()[0]
+        notes.append("IMMUTABLE wrapper, prepared INSERT with a new SET LOCAL each time: "
+                     f"wrong ids (x->snapshot_id) {wrong or 'none'}")
+        conn.execute("DROP FUNCTION import_id_folded() CASCADE")
+        conn.rollback()
     with psycopg.connect(uri) as conn:  # informational FK, PostgreSQL 18+ only
         conn.execute("CREATE TEMP TABLE fk_ledger (id bigint PRIMARY KEY)")
         try:
@@ -433,7 +461,7 @@ def rows_sql(first: int, last: int, per: int) -> str:
              LATERAL (SELECT {first} + i / {per}, 1 + i % {per}) x(s, g)"""
 
 
-def many_snapshots(uri: str, snapshots: int, per: int, reps: int,
+def many_snapshots(uri: str, snapshots: int, per: int, reps: int, part_reps: int,
                    partitions: int, step: int, budget: float) -> tuple[str, list[str]]:
     import psycopg
 
@@ -522,10 +550,12 @@ def many_snapshots(uri: str, snapshots: int, per: int, reps: int,
         latest_sub = LATEST_SQL.format(t="part").replace(
             "status = 'imported'", f"status = 'imported' AND id <= {created}")
         results = [
-            ("_latest (subquery)", *timed_query(uri, latest_sub, reps)),
+            ("_latest (subquery)", *timed_query(uri, latest_sub, part_reps)),
             ("_latest (literal id, plan-time pruning)",
-             *timed_query(uri, f"SELECT * FROM part WHERE snapshot_id = {cur_latest}", reps)),
-            ("key lookup user_id = 42", *timed_query(uri, KEY_SQL.format(t="part"), reps)),
+             *timed_query(uri, f"SELECT * FROM part WHERE snapshot_id = {cur_latest}",
+                          part_reps)),
+            ("key lookup user_id = 42",
+             *timed_query(uri, KEY_SQL.format(t="part"), part_reps)),
         ]
         create_rows.append([f"{created:,}", f"{batch:.1f} s",
                             f"{batch / (hi - lo) * 1000:.2f} ms"])
@@ -563,8 +593,9 @@ def many_snapshots(uri: str, snapshots: int, per: int, reps: int,
     conn.close()
 
     text = "\n".join([
-        table(["layout", "query", "rows", "cold (new session)", f"warm median (min–max), n={reps}",
-               "plan (one table)"], rows),
+        table(["layout", "query", "rows", "cold (new session)",
+               f"warm median (min–max), n={reps} (partitions: {part_reps})", "plan (one table)"],
+              rows),
         "",
         table(["partitions after batch", "batch CREATE time", "per CREATE"], create_rows),
     ])
@@ -591,7 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows in the CSV file")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each load variant")
-    parser.add_argument("--variants", default="abhcdefg", help="which load variants to run")
+    parser.add_argument("--fk-reps", type=int, default=3,
+                        help="repetitions of the slow foreign-key variant e")
+    parser.add_argument("--variants", default="abhicdefg", help="which load variants to run")
     parser.add_argument("--snapshots", type=int, default=10_000, help="snapshots in experiment 2")
     parser.add_argument("--rows-per-snapshot", type=int, default=50)
     parser.add_argument("--partitions", type=int, default=10_000, help="partitions to create")
@@ -600,11 +633,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition-budget", type=float, default=300.0,
                         help="stop creating partitions after this many seconds of CREATE")
     parser.add_argument("--query-reps", type=int, default=3, help="warm runs of each query")
+    parser.add_argument("--partition-query-reps", type=int, default=2,
+                        help="warm runs of each query on the partitioned table")
     parser.add_argument("--skip", default="", help="experiments to skip, e.g. 2 or 13")
     parser.add_argument("--psql", default=shutil.which("psql") or "/usr/bin/psql")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    load_before = os.getloadavg()
     full, part1, part2 = prepare_files(args.rows)
     size = full.stat().st_size
     server = Server()
@@ -626,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline = None
         if "1" not in args.skip:
             log("experiment 1: load variants")
-            bench = LoadBench(server.uri, args.psql, full, part1, part2, args.rows)
+            bench = LoadBench(server.uri, args.psql, full, part1, part2, args.rows,
+                              args.fk_reps)
             variants = bench.run(args.reps, args.variants)
             bench.admin.close()
             base = next((v for v in variants if v.key == "a"), variants[0])
@@ -661,13 +698,17 @@ def main(argv: list[str] | None = None) -> int:
             log("experiment 2: 10,000 snapshots")
             text, notes = many_snapshots(
                 server.uri, args.snapshots, args.rows_per_snapshot, args.query_reps,
-                args.partitions, args.partition_step, args.partition_budget)
+                args.partition_query_reps, args.partitions, args.partition_step,
+                args.partition_budget)
             report += ["", f"## 2. {args.snapshots:,} snapshots of {args.rows_per_snapshot} rows",
                        "", text, ""]
             report += [f"- {n}" for n in notes]
     finally:
         server.close()
-    report += ["", f"total run time {time.perf_counter() - started:.0f} s"]
+    load_after = os.getloadavg()
+    report += ["", f"total run time {time.perf_counter() - started:.0f} s; load average "
+                   f"(1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, after "
+                   f"{'/'.join(f'{x:.1f}' for x in load_after)}"]
     print("\n".join(report))
     return 0
 

@@ -1,8 +1,5 @@
 """snapshots: load CSV snapshot files into PostgreSQL exactly once."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("snapshots")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+# The one place the version is written (pyproject.toml reads it from here); a literal keeps
+# start-up free of importlib.metadata.
+__version__ = "0.1.0"

@@ -406,7 +406,7 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, _f: service.request_stop(s))
     log.info("syncing %s into %s (settle %.1fs, %s)", data_dir, settings.table_name, settle,
-             "polling" if poll else f"events + rescan every {rescan:.0f}s")
+             "polling" if poll else f"events + rescan every {rescan:g}s")
     try:
         summary = service.run()
     finally:

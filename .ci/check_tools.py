@@ -12,6 +12,9 @@ import sys
 
 TOOLS = {
     "psql": "Debian package postgresql-client (benchmarks compare against psql \\copy)",
+    "promtool": "Debian package prometheus (checks the shipped config, rules and rule tests)",
+    "prometheus": "Debian package prometheus (telemetry tests run a real Prometheus)",
+    "prometheus-pushgateway": "Debian package prometheus-pushgateway (telemetry tests push to it)",
 }
 
 

@@ -667,21 +667,23 @@ def main(argv: list[str] | None = None) -> int:
             variants = bench.run(args.reps, args.variants)
             bench.admin.close()
             base = next((v for v in variants if v.key == "a"), variants[0])
+            with_id = next((v for v in variants if v.key == "b"), base)
             baseline = base.total.median
             rows = []
             for v in variants:
                 rows.append([
-                    v.key, v.label, v.total.fmt(),
+                    v.key, v.label, str(len(v.total.samples)), v.total.fmt(),
                     f"{v.total.median / base.total.median:.2f}x",
+                    f"{v.total.median / with_id.total.median:.2f}x",
                     f"{args.rows / v.total.median / 1000:,.0f}k",
                     human_bytes(v.sizes["table"]), human_bytes(v.sizes["indexes"]),
                 ])
-                rows.extend(["", f"  {name}", s.fmt(), "", "", "", ""]
+                rows.extend(["", f"  {name}", "", s.fmt(), "", "", "", "", ""]
                             for name, s in v.extra.items())
-            report += ["", f"## 1. Load {args.rows:,} rows with psql \\copy, "
-                           f"median (min–max) of {args.reps}, variants alternated", "",
-                       table(["", "table shape", "wall time", "vs a", "rows/s", "table",
-                              "indexes"], rows)]
+            report += ["", f"## 1. Load {args.rows:,} rows with psql \\copy, median (min–max) "
+                           "of n runs, variants alternated", "",
+                       table(["", "table shape", "n", "wall time", "vs a", "vs b", "rows/s",
+                              "table", "indexes"], rows)]
 
         if "3" not in args.skip:
             log("experiment 3: sha256")

@@ -43,16 +43,14 @@ def parse_database(value: str) -> str:
     text = value.strip()
     if not text:
         raise UsageError("--database is empty")
-    if text.startswith(("postgresql://", "postgres://")):
-        conninfo = text
-    elif "=" in text:
+    if text.startswith(("postgresql://", "postgres://")) or "=" in text:
         conninfo = text
     else:
         match = _HOST_PORT_DB.match(text)
         if not match:
             raise UsageError(
-                f"--database {text!r} is not host[:port][/dbname], a postgresql:// URI "
-                "or a key=value connection string")
+                f"--database {redact_text(text)!r} is not host[:port][/dbname], a "
+                "postgresql:// URI or a key=value connection string")
         params: dict[str, str] = {"host": match["host"].strip("[]")}
         if match["port"]:
             params["port"] = match["port"]
@@ -61,12 +59,29 @@ def parse_database(value: str) -> str:
         conninfo = make_conninfo(**params)
     try:
         conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:
-        raise UsageError(f"--database: {first_line(str(exc))}") from None
+    except psycopg.ProgrammingError as exc:  # libpq quotes the whole string back
+        raise UsageError(f"--database: {first_line(redact_text(str(exc)))}") from None
     return conninfo
 
 
-def resolve_database(option: str | None, environ: Mapping[str, str] | None = None) -> DatabaseTarget:
+_PASSWORD_PATTERNS = (
+    re.compile(r"(postgres(?:ql)?://[^\s:@/]*:)\S*@"),  # a URI's user:password@
+    re.compile(r"([^\s:/@'\"]*:)[^\s@'\"/]*@"),  # user:password@host without a scheme
+    re.compile(r"(password\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|[^\s'\"&]+)", re.I),  # key=value
+)
+
+
+def redact_text(text: str) -> str:
+    """Mask anything that looks like a password in free text that may quote a conninfo
+    (libpq's parse errors do), when the conninfo itself could not be parsed."""
+    for pattern in _PASSWORD_PATTERNS:
+        text = pattern.sub(r"\1***@" if pattern is not _PASSWORD_PATTERNS[2] else r"\1***",
+                           text)
+    return text
+
+
+def resolve_database(option: str | None,
+                     environ: Mapping[str, str] | None = None) -> DatabaseTarget:
     env = os.environ if environ is None else environ
     if option:
         return DatabaseTarget(parse_database(option))

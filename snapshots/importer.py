@@ -211,6 +211,10 @@ class Importer:
             result.detail = "another process is importing it"
             return
         try:
+            if not opts.dry_run:
+                for import_id in store.reap_name(self.conn, self.schema, self.table, path.name):
+                    log.warning("marked import #%s as interrupted: its process went away",
+                                import_id)
             self._decide_and_load(path, header, sha, size, result)
         finally:
             if not self.conn.closed and not self.conn.broken:
@@ -240,7 +244,10 @@ class Importer:
         if opts.dry_run:
             rows, rejected = self._dry_run(path, header, sha)
             result.result, result.rows, result.rejected = "validated", rows, rejected
-            result.detail = "valid; nothing written (dry run)"
+            result.detail = "nothing written (dry run)"
+            if rejected:  # --on-error skip: say what a real run would reject
+                result.detail = (f"{rejected} rejected row{'s' if rejected != 1 else ''} "
+                                 f"would be skipped; {result.detail}")
             return
 
         import_id = store.claim(

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from snapshots import schema as ddl
 from snapshots import store
 from snapshots.config import connect
@@ -20,11 +22,26 @@ def list_snapshots(conninfo: str, *, table: str, schema: str | None,
                    statuses: Sequence[str] = (), every_attempt: bool = False
                    ) -> list[store.Record]:
     with connect(conninfo) as conn:
-        schema = schema or ddl.current_schema(conn)
+        schema = _schema(conn, schema)
         if not ddl.require_current(conn, schema):
             return []
         return store.list_records(conn, schema, table, statuses=statuses,
                                   every_attempt=every_attempt)
+
+
+def _schema(conn: psycopg.Connection, schema: str | None) -> str:
+    """The schema to read; a mistyped --schema is an error, not an empty list."""
+    if schema is None:
+        return ddl.current_schema(conn)
+    if not ddl.schema_exists(conn, schema):
+        raise UsageError(f"schema {schema!r} does not exist")
+    return schema
+
+
+# SPEC section 10's keys (store.record_json builds them from a record).
+RECORD_KEYS = ("id", "table", "file", "path", "snapshot_date", "sha256", "size_bytes", "rows",
+               "rejected_rows", "status", "error", "started_at", "finished_at",
+               "duration_seconds", "same_content_as", "imported_by")
 
 
 def state_of(record: store.Record | None, sha256: str) -> str:
@@ -47,7 +64,7 @@ def file_states(conninfo: str, files: Sequence[Path], *, table: str,
             raise UsageError(f"{path}: no such file")
         hashes.append((path, sha256_file(path)[0]))
     with connect(conninfo) as conn:
-        schema = schema or ddl.current_schema(conn)
+        schema = _schema(conn, schema)
         has_ledger = ddl.require_current(conn, schema)
         records = store.records_for_names(conn, schema, table, [p.name for p, _ in hashes]) \
             if has_ledger else {}
@@ -57,6 +74,8 @@ def file_states(conninfo: str, files: Sequence[Path], *, table: str,
         entry: dict[str, Any] = {"argument": str(path), "state": state_of(record, sha)}
         if record is not None:
             entry.update(store.record_json(record, table))
+        else:  # the same keys, always: null when unknown
+            entry.update(dict.fromkeys(RECORD_KEYS), table=table, file=path.name)
         states.append(entry)
     return states
 
@@ -66,7 +85,7 @@ def forget_snapshots(conninfo: str, *, table: str, schema: str | None, ids: Sequ
                      keep: int | None = None) -> tuple[store.ForgetResult, list[str]]:
     """Forget what was asked; returns the result and the names/ids that matched nothing."""
     with connect(conninfo) as conn:
-        schema = schema or ddl.current_schema(conn)
+        schema = _schema(conn, schema)
         if not ddl.require_current(conn, schema):
             missing = [*map(str, ids), *names]
             return store.ForgetResult([], 0), missing

@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 
 from snapshots import __version__
+from snapshots.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from snapshots.importer import FileResult
@@ -112,9 +113,12 @@ def push(url: str, metrics: Metrics, *, job: str, table: str, schema: str | None
 def push_results(url: str, results: Iterable[FileResult], *, table: str, origin: str,
                  schema: str | None = None) -> bool:
     metrics = Metrics()
-    metrics.database_up.set(1)
+    reached = True
     for result in results:
         metrics.observe(result)
+        if isinstance(result.error, DatabaseUnavailable):
+            reached = False  # the database went away during the run
+    metrics.database_up.set(1 if reached else 0)
     return push(url, metrics, job=f"snapshots_{origin}", table=table, schema=schema)
 
 

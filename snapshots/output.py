@@ -136,7 +136,7 @@ def render_states(states: Sequence[dict[str, Any]], fmt: str, out: TextIO) -> No
     width = max((len(s["argument"]) for s in states), default=0)
     for state in states:
         extra = f"  #{state['id']} {state['status']}" if state.get("id") else ""
-        out.write(f"{state['argument']:<{width}}  {state['state']}{extra}\n")
+        out.write(f"{state['argument']:<{width}}  {state['state']:<12}{extra}".rstrip() + "\n")
 
 
 def _json_keys() -> Iterator[str]:

@@ -96,6 +96,36 @@ def raw_records(path: Path, options: CsvOptions, width: int
                 yield this_start, raw, fields, None
 
 
+def quoted_fields(record: str, options: CsvOptions) -> list[bool]:
+    """Per field of one CSV record: was it quoted? (A quote opens a field only at its start.)"""
+    delimiter, quote = options.delimiter, options.quote
+    flags: list[bool] = []
+    quoted = in_quotes = False
+    at_start = True
+    i, n = 0, len(record)
+    while i < n:
+        c = record[i]
+        if in_quotes:
+            if c == quote:
+                if i + 1 < n and record[i + 1] == quote:
+                    i += 1  # a doubled quote is a quote character
+                else:
+                    in_quotes = False
+        elif c == quote and at_start:
+            in_quotes = quoted = True
+            at_start = False
+        elif c == delimiter:
+            flags.append(quoted)
+            quoted, at_start = False, True
+        elif c in "\r\n":
+            break
+        else:
+            at_start = False
+        i += 1
+    flags.append(quoted)
+    return flags
+
+
 def load_skipping(importer: Importer, path: Path, header: Header, target: _Target,
                   import_id: int, *, relation: sql.Composable | None = None
                   ) -> tuple[int, int, str]:
@@ -105,6 +135,8 @@ def load_skipping(importer: Importer, path: Path, header: Header, target: _Targe
     null = opts.csv.null
     inference = TypeInference(len(names), importer._overrides(names), null=null) \
         if target.info is None else None
+    quote_byte = opts.csv.quote.encode(opts.csv.python_encoding)
+    encoding = opts.csv.python_encoding
 
     conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(STAGE))
     conn.execute(sql.SQL(
@@ -122,7 +154,17 @@ def load_skipping(importer: Importer, path: Path, header: Header, target: _Targe
             if fields is None:
                 copy.write_row((line, raw, reason, *([None] * len(names))))
                 continue
-            copy.write_row((line, raw, None, *(None if v == null else v for v in fields)))
+            values: list[str | None] = [None if v == null else v for v in fields]
+            if quote_byte in raw and None in values:
+                # COPY's rule: only an UNQUOTED null string is NULL (`""` is an empty string).
+                # Python's csv can't tell, so the raw record says which fields were quoted.
+                quoted = quoted_fields(raw.decode(encoding, "replace"), opts.csv)
+                for index, was_quoted in enumerate(quoted[:len(values)]):
+                    if was_quoted and values[index] is None:
+                        values[index] = null
+                        if inference is not None:
+                            inference.widen(index)  # a string no other type reads back
+            copy.write_row((line, raw, None, *values))
             if inference is not None:
                 batch.append(fields)
                 if len(batch) >= BATCH:

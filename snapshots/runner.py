@@ -41,12 +41,23 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
     Upsert mode stays sequential: merge order is snapshot order, so time never runs backwards.
     """
     workers = jobs or default_jobs()
-    if options.mode == "upsert" or workers <= 1 or len(files) <= 1:
+    if workers <= 1 or len(files) <= 1 or options.mode == "upsert" or (
+            options.mode == "auto" and _is_upsert_table(conninfo, table, schema)):
         yield from _sequential(conninfo, files, table=table, schema=schema, options=options,
                                progress=progress, cancel=cancel)
         return
     yield from _parallel(conninfo, files, table=table, schema=schema, options=options,
                          workers=min(workers, len(files)), progress=progress, cancel=cancel)
+
+
+def _is_upsert_table(conninfo: str, table: str, schema: str | None) -> bool:
+    """Would `--mode auto` merge into this table? (Then files must go one by one, in order.)"""
+    from snapshots import schema as ddl
+    from snapshots.config import connect
+
+    with connect(conninfo) as conn:
+        info = ddl.describe_table(conn, schema or ddl.current_schema(conn), table)
+    return info is not None and not info.has_snapshot_id and bool(info.primary_key)
 
 
 def _sequential(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,

@@ -166,14 +166,29 @@ def reap_interrupted(conn: psycopg.Connection, schema: str, table: str | None = 
         if not name_lock(conn, schema, table_name, file_name, wait=False):
             continue
         try:
-            conn.execute(sql.SQL(
-                "UPDATE {} SET status = 'failed', finished_at = clock_timestamp(), "
-                "error = 'interrupted: the importing process went away before it finished' "
-                "WHERE id = %s AND status = 'importing'").format(ledger(schema)), (import_id,))
+            conn.execute(_INTERRUPTED.format(ledger(schema)) + sql.SQL(" AND id = %s"),
+                         (import_id,))
             reaped.append(int(import_id))
         finally:
             name_unlock(conn, schema, table_name, file_name)
     return reaped
+
+
+def reap_name(conn: psycopg.Connection, schema: str, table: str, file_name: str) -> list[int]:
+    """With the snapshot's name lock held: any `importing` record of it is an orphan.
+
+    Catches the claim of a process that died while we waited for its lock (its server session
+    may outlive it for a while, so the reaper at start-up could not take the lock yet).
+    """
+    rows = conn.execute(_INTERRUPTED.format(ledger(schema)) + sql.SQL(
+        " AND table_name = %s AND file_name = %s RETURNING id"), (table, file_name)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+_INTERRUPTED = sql.SQL(
+    "UPDATE {} SET status = 'failed', finished_at = clock_timestamp(), "
+    "error = 'interrupted: the importing process went away before it finished' "
+    "WHERE status = 'importing'")
 
 
 # --------------------------------------------------------------------------- reads

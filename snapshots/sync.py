@@ -44,6 +44,7 @@ BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
 STALL_SECONDS = 60.0  # /healthz fails when the loop has not turned for this long
 PING_SECONDS = 5.0  # an idle service still checks the database this often (/readyz)
+HELD_RETRY_SECONDS = 1.0  # a file another process holds is looked at again after this
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Summary:
     rejected_rows: int = 0
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
+    finished: float | None = None  # set when the run ends: every rendering says the same
     failures: list[dict[str, str]] = field(default_factory=list)
     interrupted: bool = False
     database_error: str | None = None
@@ -113,7 +115,7 @@ class Summary:
             "files": {"imported": self.imported, "skipped": self.skipped,
                       "failed": self.failed, "conflict": self.conflict},
             "rows": self.rows, "rejected_rows": self.rejected_rows, "bytes": self.bytes,
-            "seconds": round(time.monotonic() - self.started, 3),
+            "seconds": round((self.finished or time.monotonic()) - self.started, 3),
             "interrupted": self.interrupted, "failures": [], "failures_omitted": 0,
         }
         if self.database_error:
@@ -158,6 +160,7 @@ class SyncService:
         self._last_rescan = time.monotonic()
         self._memory: dict[str, store.FileMemory] = {}
         self._in_flight: dict[str, Future[FileResult]] = {}
+        self._held_elsewhere: dict[str, float] = {}  # path -> when to look at it again
         self._idle: queue.SimpleQueue[Importer] = queue.SimpleQueue()
         self._busy: dict[int, Importer] = {}
         self._lock = threading.Lock()
@@ -211,7 +214,9 @@ class SyncService:
                 self.wake.clear()
         finally:
             self._shutdown()
+            self.summary.finished = time.monotonic()
             if watcher is not None:
+                self.stop_event.set()  # a --once run ends without a signal: stop watching too
                 watcher.join(timeout=2)
         return self.summary
 
@@ -325,6 +330,13 @@ class SyncService:
             if rel in self._in_flight:
                 pending_ages.append(now_wall - seen.mtime_ns / 1e9)
                 continue
+            again = self._held_elsewhere.get(rel)
+            if again is not None and now_mono < again:
+                pending_ages.append(now_wall - seen.mtime_ns / 1e9)
+                if self._pending_deadline is None or again < self._pending_deadline:
+                    self._pending_deadline = again
+                continue
+            self._held_elsewhere.pop(rel, None)
             first = self._first_seen.get(rel)
             if first is None or first[0] != seen:
                 first = (seen, now_mono)
@@ -339,12 +351,19 @@ class SyncService:
                     self._pending_deadline = deadline
         for gone in set(self._first_seen) - set(listing):
             del self._first_seen[gone]
+        for gone in set(self._held_elsewhere) - set(listing):
+            del self._held_elsewhere[gone]
 
         if ready:
             states = store.snapshot_states(self._conn, self._schema, self.options.table)
             by_path = {str(self.options.data_dir / rel): (rel, seen) for rel, seen in ready}
+            # Upsert merges in snapshot order (time never runs backwards): one file at a time,
+            # and none while an earlier one may still be merging in another process.
+            limit = 1 if self._merges() else self.options.jobs
+            if limit == 1 and self._held_elsewhere:
+                limit = 0
             for path in load_order(Path(p) for p in by_path):
-                if self.stop_event.is_set() or len(self._in_flight) >= self.options.jobs:
+                if self.stop_event.is_set() or len(self._in_flight) >= limit:
                     break
                 rel, seen = by_path[str(path)]
                 self._consider(rel, seen, states.get(path.name))
@@ -356,6 +375,15 @@ class SyncService:
                                             if still_pending else 0.0)
         self._retention()
         return not still_pending and not self._in_flight
+
+    def _merges(self) -> bool:
+        """True when files are merged on a primary key (upsert), explicitly or by --mode auto."""
+        assert self._conn is not None and self._schema is not None
+        mode = self.options.import_options.mode
+        if mode != "auto":
+            return mode == "upsert"
+        info = ddl.describe_table(self._conn, self._schema, self.options.table)
+        return info is not None and bool(info.primary_key) and not info.has_snapshot_id
 
     def _list(self) -> dict[str, Seen]:
         """Candidate files, relative to the data dir: matching, complete-looking, not hidden."""
@@ -475,7 +503,16 @@ class SyncService:
                 self._database_lost(result.error)
                 continue  # not the file's fault: it stays pending
             if result.result == "busy":
-                continue  # another process has it; a later pass sees the outcome
+                # Another process has it: move on, and look again in a while (a later pass
+                # sees its outcome). A --once run does not wait for it at all.
+                if self.options.once:
+                    seen = self._signature(rel)
+                    if seen is not None:
+                        result.result = "skipped"
+                        self._settle(rel, seen, result)
+                else:
+                    self._held_elsewhere[rel] = time.monotonic() + HELD_RETRY_SECONDS
+                continue
             seen = self._signature(rel)
             if seen is not None:
                 self._settle(rel, seen, result)

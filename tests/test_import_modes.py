@@ -51,7 +51,8 @@ class Snap:
         path.write_bytes(content)
         return path
 
-    def rows(self, query: str | sql.Composable, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def rows(self, query: str | sql.Composable,
+             params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(query, params).fetchall()
 
     def scalar(self, query: str | sql.Composable, params: Sequence[Any] = ()) -> Any:
@@ -429,11 +430,22 @@ def test_empty_file_is_an_error(snap: Snap) -> None:
     assert not snap.exists("snapshots")
 
 
-def test_quoted_empty_is_empty_string_and_unquoted_empty_is_null(snap: Snap) -> None:
-    snap.write("e_20230101.csv", 'id,name,note\n1,"",x\n2,,y\n3,a,""\n')
-    snap.run("import", "e_20230101.csv")
-    assert snap.rows("SELECT id, name, name IS NULL, note FROM snapshots ORDER BY id") == [
-        (1, "", False, "x"), (2, None, True, "y"), (3, "a", False, "")]
+@pytest.mark.parametrize("on_error", ["abort", "skip"])
+def test_quoted_empty_is_empty_string_and_unquoted_empty_is_null(snap: Snap,
+                                                                 on_error: str) -> None:
+    snap.write("e_20230101.csv", 'id,name,note,n\n1,"",x,""\n2,,y,\n3,a,"",5\n'
+                                 '4,"b,""c""",,6\n')
+    snap.run("import", "--on-error", on_error, "e_20230101.csv")
+    # `""` in an otherwise numeric column is a string: the column is text, not a rejected row.
+    assert snap.column_types()["n"] == "text"
+    assert snap.rows("SELECT id, name, name IS NULL, note, n FROM snapshots ORDER BY id") == [
+        (1, "", False, "x", ""), (2, None, True, "y", None), (3, "a", False, "", "5"),
+        (4, 'b,"c"', False, None, "6")]
+    # The same with --null NA: a quoted "NA" is the string NA.
+    snap.write("n_20230101.csv", 'id,v\n1,NA\n2,"NA"\n3,\n')
+    snap.run("--table", "na", "import", "--on-error", on_error, "--null", "NA",
+             "n_20230101.csv")
+    assert snap.data("na", "id, v") == [(1, None), (2, "NA"), (3, "")]
 
 
 def test_directory_loads_in_date_order_undated_last(snap: Snap) -> None:
@@ -517,6 +529,11 @@ def test_on_error_skip_keeps_good_rows_and_rejects(snap: Snap) -> None:
                '5,8,c\n')
     snap.write("s_20230102.csv", content)
 
+    result = snap.run("import", "--dry-run", "--on-error", "skip", "s_20230102.csv")
+    assert "valid s_20230102.csv: 2 rows" in result.stdout
+    assert "2 rejected rows would be skipped; nothing written (dry run)" in result.stdout
+    assert len(snap.ledger()) == 1
+
     result = snap.run("import", "--on-error", "skip", "s_20230102.csv")
     assert "imported s_20230102.csv: 2 rows" in result.stdout
     assert "2 rejected rows" in result.stdout
@@ -593,6 +610,11 @@ def test_table_name_limits(snap: Snap) -> None:
     snap.write("s_20230101.csv", "id\n1\n")
     result = snap.run("--table", "a" * 64, "import", "s_20230101.csv", code=2)
     assert "a table name is 1 to 63 bytes" in result.stderr
+    # An append table also needs room for its `<table>_latest` view.
+    result = snap.run("--table", "b" * 60, "import", "s_20230101.csv", code=1)
+    assert "is too long for its view" in result.stderr
+    assert not snap.exists("b" * 60)
+    assert [r["status"] for r in snap.ledger()] == ["failed"]
 
 
 def test_other_schema(snap: Snap) -> None:
@@ -609,8 +631,9 @@ def test_other_schema(snap: Snap) -> None:
     assert [e["file"] for e in listed] == ["s_20230101.csv"]
     assert json.loads(snap.run("list", "--format", "json").stdout) == []
 
-    result = snap.run("import", "--schema", "nope", "s_20230101.csv", code=2)
-    assert "schema 'nope' does not exist" in result.stderr
+    for command in (("import", "s_20230101.csv"), ("list",), ("forget", "s_20230101.csv")):
+        result = snap.run(*command, "--schema", "nope", code=2)
+        assert "schema 'nope' does not exist" in result.stderr
 
 
 # --------------------------------------------------------------------------- command line

@@ -1,0 +1,4 @@
+from snapshots_operator.cli import main
+
+if __name__ == "__main__":
+    main()

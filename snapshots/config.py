@@ -100,6 +100,10 @@ def with_defaults(conninfo: str, environ: Mapping[str, str] | None = None) -> st
                                            str(DEFAULT_CONNECT_TIMEOUT))
     if "application_name" not in given and "PGAPPNAME" not in env:
         extra["application_name"] = APPLICATION_NAME
+    if "keepalives" not in given:
+        # A long-running sync must notice a silently dropped network, not hang on it.
+        extra.update(keepalives="1", keepalives_idle="30", keepalives_interval="10",
+                     keepalives_count="3")
     return make_conninfo(conninfo, **extra)
 
 

@@ -200,8 +200,10 @@ class Importer:
         if result.snapshot_date is None:
             result.warnings.append(
                 f"{path.name}: no YYYYMMDD date in the name; snapshot_date stays empty")
-        header = read_header(path, opts.csv)
-        sha, size = known or sha256_file(path)
+        try:
+            sha, size = known or sha256_file(path)
+        except OSError as exc:
+            raise InputError(f"cannot read the file: {exc.strerror or exc}", file=path) from None
         result.sha256, result.bytes = sha, size
         self.prepare()
 
@@ -215,13 +217,12 @@ class Importer:
                 for import_id in store.reap_name(self.conn, self.schema, self.table, path.name):
                     log.warning("marked import #%s as interrupted: its process went away",
                                 import_id)
-            self._decide_and_load(path, header, sha, size, result)
+            self._decide_and_load(path, sha, size, result)
         finally:
             if not self.conn.closed and not self.conn.broken:
                 store.name_unlock(self.conn, self.schema, self.table, path.name)
 
-    def _decide_and_load(self, path: Path, header: Header, sha: str, size: int,
-                         result: FileResult) -> None:
+    def _decide_and_load(self, path: Path, sha: str, size: int, result: FileResult) -> None:
         opts = self.options
         has_ledger = ddl.ledger_version(self.conn, self.schema)
         existing = (store.imported_record(self.conn, self.schema, self.table, path.name)
@@ -240,6 +241,13 @@ class Importer:
         same = store.same_content(self.conn, self.schema, self.table, sha, path.name) \
             if has_ledger else None
         result.same_content_as = same
+        try:
+            header = read_header(path, opts.csv)
+        except InputError as exc:
+            if not opts.dry_run:  # a bad header is a failed attempt too: `list` shows it
+                result.import_id = self._claim(path, sha, size, result)
+                self._record_failure(result.import_id, exc, path)
+            raise
 
         if opts.dry_run:
             rows, rejected = self._dry_run(path, header, sha)
@@ -250,11 +258,7 @@ class Importer:
                                  f"would be skipped; {result.detail}")
             return
 
-        import_id = store.claim(
-            self.conn, self.schema, table=self.table, file_name=path.name,
-            path=str(path.resolve()), snapshot_date=result.snapshot_date,  # type: ignore[arg-type]
-            sha256=sha, size_bytes=size,
-            imported_by=store.provenance(opts.origin, self._role))
+        import_id = self._claim(path, sha, size, result)
         result.import_id = import_id
         try:
             rows, rejected, detail = self._load(path, header, sha, import_id, existing,
@@ -274,6 +278,13 @@ class Importer:
                 f"{path.name}: {rejected} rejected row{'s' if rejected != 1 else ''} kept in "
                 f"{self.schema}.snapshot_rejects (import #{import_id})")
         result.detail = "; ".join(parts)
+
+    def _claim(self, path: Path, sha: str, size: int, result: FileResult) -> int:
+        return store.claim(
+            self.conn, self.schema, table=self.table, file_name=path.name,
+            path=str(path.resolve()), snapshot_date=result.snapshot_date,  # type: ignore[arg-type]
+            sha256=sha, size_bytes=size,
+            imported_by=store.provenance(self.options.origin, self._role))
 
     def _record_failure(self, import_id: int, exc: BaseException, path: Path) -> None:
         if isinstance(exc, SnapshotsError):
@@ -302,6 +313,10 @@ class Importer:
                               (ddl.IMPORT_ID_SETTING, str(import_id)))
             target = self._target(header)
             if target.mode == "upsert":
+                # Merges into one table go one at a time, so two processes can't both pass
+                # the time-order guard and let the older snapshot win.
+                self.conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(
+                    ddl.lock_key("merge", self.schema, self.table)))
                 self._guard_time_order(path, day, existing)
             if existing is not None:
                 if target.mode == "append" and target.info is not None:
@@ -398,10 +413,10 @@ class Importer:
                     "nothing written", file=path,
                     hint="use --schema-evolution add to add new columns and load missing ones "
                          "as NULL")
-            if target.mode == "upsert" and any(c in missing for c in target.info.primary_key):
-                raise SchemaDriftError("the file lacks primary key column(s) "
-                                       f"{', '.join(c for c in target.info.primary_key if c in missing)}",
-                                       file=path)
+            lacking = [c for c in target.info.primary_key if c in missing]
+            if target.mode == "upsert" and lacking:
+                raise SchemaDriftError(
+                    f"the file lacks primary key column(s) {', '.join(lacking)}", file=path)
             if added:
                 types = self._infer_types(path, header, only=added)
                 if target.mode == "append":

@@ -84,8 +84,6 @@ class Metrics:
             self.bytes.inc(result.bytes)
             self.duration.observe(result.seconds)
             self.last_success.set(time.time())
-        elif result.result == "skipped":
-            self.duration.observe(result.seconds)
 
     def expose(self) -> bytes:
         return generate_latest(self.registry)

@@ -259,7 +259,9 @@ def create_snapshot_index(conn: psycopg.Connection, schema: str, table: str) -> 
 
 def index_name(table: str, suffix: str) -> str:
     name = f"{table}_{suffix}"
-    return name if len(name.encode()) <= 63 else f"{table.encode()[:50].decode(errors='ignore')}_{suffix}"
+    if len(name.encode()) <= 63:
+        return name
+    return f"{table.encode()[:50].decode(errors='ignore')}_{suffix}"
 
 
 def latest_view_name(table: str) -> str:

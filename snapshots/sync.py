@@ -30,7 +30,7 @@ from snapshots import __version__, store
 from snapshots import schema as ddl
 from snapshots.config import connect, first_line
 from snapshots.csvfile import load_order, sha256_file
-from snapshots.errors import DatabaseUnavailable, SnapshotsError, UsageError
+from snapshots.errors import DatabaseUnavailable, InputError, SnapshotsError, UsageError
 from snapshots.importer import FileResult, Importer, ImportOptions
 from snapshots.metrics import Metrics
 
@@ -94,6 +94,9 @@ class Summary:
     failures: list[dict[str, str]] = field(default_factory=list)
     interrupted: bool = False
     database_error: str | None = None
+    # Files that failed in an earlier run with the same bytes: not retried, but a --once run
+    # must not look green while they sit there.
+    still_failed: set[str] = field(default_factory=set)
 
     def add(self, result: FileResult) -> None:
         if result.result == "imported":
@@ -113,22 +116,27 @@ class Summary:
         payload: dict[str, Any] = {
             "version": __version__, "table": table,
             "files": {"imported": self.imported, "skipped": self.skipped,
-                      "failed": self.failed, "conflict": self.conflict},
+                      "failed": self.failed, "conflict": self.conflict,
+                      "still_failed": len(self.still_failed)},
             "rows": self.rows, "rejected_rows": self.rejected_rows, "bytes": self.bytes,
             "seconds": round((self.finished or time.monotonic()) - self.started, 3),
             "interrupted": self.interrupted, "failures": [], "failures_omitted": 0,
         }
         if self.database_error:
             payload["database_error"] = self.database_error[:300]
+        failures = self.failures + [
+            {"file": name, "error": "failed in an earlier run with these bytes; not retried "
+                                    "until they change or `snapshots retry` is run"}
+            for name in sorted(self.still_failed)]
         text = json.dumps(payload, separators=(",", ":"))
-        for index, failure in enumerate(self.failures):
+        for index, failure in enumerate(failures):
             entry = {"file": failure["file"][:200], "error": failure["error"][:300]}
             payload["failures"].append(entry)
-            payload["failures_omitted"] = len(self.failures) - index - 1
+            payload["failures_omitted"] = len(failures) - index - 1
             candidate = json.dumps(payload, separators=(",", ":"))
             if len(candidate.encode()) > SUMMARY_LIMIT:
                 payload["failures"].pop()
-                payload["failures_omitted"] = len(self.failures) - index
+                payload["failures_omitted"] = len(failures) - index
                 break
             text = candidate
         return json.dumps(payload, separators=(",", ":")) if len(text.encode()) > SUMMARY_LIMIT \
@@ -136,7 +144,8 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.conflict or self.interrupted or self.database_error)
+        return not (self.failed or self.conflict or self.interrupted or self.database_error
+                    or self.still_failed)
 
 
 class SyncService:
@@ -161,6 +170,10 @@ class SyncService:
         self._memory: dict[str, store.FileMemory] = {}
         self._in_flight: dict[str, Future[FileResult]] = {}
         self._held_elsewhere: dict[str, float] = {}  # path -> when to look at it again
+        self._dispatched: dict[str, Seen] = {}  # path -> the signature handed to the importer
+        # Outcomes reached without a new ledger record (a conflict; a file refused before its
+        # claim, e.g. a bad header): reported once per signature, not on every rescan.
+        self._reported: dict[str, tuple[Seen, str]] = {}
         self._idle: queue.SimpleQueue[Importer] = queue.SimpleQueue()
         self._busy: dict[int, Importer] = {}
         self._lock = threading.Lock()
@@ -207,9 +220,11 @@ class SyncService:
                         idle = False
                     if self.options.once and idle:
                         break
-                elif self.options.once and self.summary.database_error and \
-                        not self._in_flight:
-                    break
+                else:
+                    self._gauge_pending(self._list())  # keep watching while it is down
+                    if self.options.once and self.summary.database_error and \
+                            not self._in_flight:
+                        break
                 self.wake.wait(self._timeout())
                 self.wake.clear()
         finally:
@@ -315,24 +330,21 @@ class SyncService:
         assert self._conn is not None and self._schema is not None
         listing = self._list()
         now_mono, now_wall = time.monotonic(), time.time()
-        if now_mono - self._last_rescan >= self.options.rescan:
+        if now_mono - self._last_rescan >= min(self.options.rescan, PING_SECONDS):
             # Reconsider failures now and then: `snapshots retry` may have asked for them.
             self._last_rescan = now_mono
             for rel in self._done_failed:
                 self._done.pop(rel, None)
             self._done_failed.clear()
         ready: list[tuple[str, Seen]] = []
-        pending_ages: list[float] = []
         self._pending_deadline = None
         for rel, seen in listing.items():
             if self._done.get(rel) == seen:
                 continue
             if rel in self._in_flight:
-                pending_ages.append(now_wall - seen.mtime_ns / 1e9)
                 continue
             again = self._held_elsewhere.get(rel)
             if again is not None and now_mono < again:
-                pending_ages.append(now_wall - seen.mtime_ns / 1e9)
                 if self._pending_deadline is None or again < self._pending_deadline:
                     self._pending_deadline = again
                 continue
@@ -341,7 +353,6 @@ class SyncService:
             if first is None or first[0] != seen:
                 first = (seen, now_mono)
                 self._first_seen[rel] = first
-            pending_ages.append(now_wall - seen.mtime_ns / 1e9)
             stable_for = max(now_mono - first[1], now_wall - seen.mtime_ns / 1e9)
             if stable_for >= self.options.settle:
                 ready.append((rel, seen))
@@ -353,6 +364,8 @@ class SyncService:
             del self._first_seen[gone]
         for gone in set(self._held_elsewhere) - set(listing):
             del self._held_elsewhere[gone]
+        for gone in set(self._reported) - set(listing):
+            del self._reported[gone]
 
         if ready:
             states = store.snapshot_states(self._conn, self._schema, self.options.table)
@@ -368,13 +381,18 @@ class SyncService:
                 rel, seen = by_path[str(path)]
                 self._consider(rel, seen, states.get(path.name))
 
-        still_pending = [rel for rel, seen in listing.items()
-                         if self._done.get(rel) != seen]
-        self.metrics.pending.set(len(still_pending))
-        self.metrics.oldest_pending_age.set(max(pending_ages, default=0.0)
-                                            if still_pending else 0.0)
+        still_pending = self._gauge_pending(listing)
         self._retention()
         return not still_pending and not self._in_flight
+
+    def _gauge_pending(self, listing: dict[str, Seen]) -> list[str]:
+        """Files listed but not settled for good (in flight included), and the gauges."""
+        now = time.time()
+        pending = [rel for rel, seen in listing.items() if self._done.get(rel) != seen]
+        self.metrics.pending.set(len(pending))
+        self.metrics.oldest_pending_age.set(max(
+            (now - listing[rel].mtime_ns / 1e9 for rel in pending), default=0.0))
+        return pending
 
     def _merges(self) -> bool:
         """True when files are merged on a primary key (upsert), explicitly or by --mode auto."""
@@ -446,6 +464,11 @@ class SyncService:
                                                    detail="already imported"), quiet=True)
                 return
             if not self.options.import_options.replace:
+                if self._reported.get(rel) == (seen, "conflict"):
+                    self._done[rel] = seen  # reported already; a rescan looks again (forget)
+                    self._done_failed.add(rel)
+                    return
+                self._reported[rel] = (seen, "conflict")
                 self._settle(rel, seen, FileResult(
                     path=path, result="conflict", file_name=path.name, sha256=sha,
                     detail=f"{path.name} was imported with different content; nothing "
@@ -454,6 +477,13 @@ class SyncService:
         if state is not None and state.status == "failed" and state.sha256 == sha \
                 and not state.retry_requested:
             self._done[rel] = seen  # failed before with these bytes: wait for change or retry
+            self._done_failed.add(rel)
+            if self.summary.failed == 0 or path.name not in {
+                    f["file"] for f in self.summary.failures}:
+                self.summary.still_failed.add(path.name)
+            return
+        if self._reported.get(rel) == (seen, "refused"):
+            self._done[rel] = seen  # refused before any record was written: wait for change
             self._done_failed.add(rel)
             return
         self._dispatch(rel, seen, path, (sha, seen.size))
@@ -477,6 +507,7 @@ class SyncService:
         future = self._pool.submit(work)
         future.add_done_callback(lambda _f: self.wake.set())
         self._in_flight[rel] = future
+        self._dispatched[rel] = seen
         self._first_seen[rel] = (seen, self._first_seen.get(rel, (seen, 0.0))[1])
 
     def _importer(self) -> Importer:
@@ -491,6 +522,9 @@ class SyncService:
             if not future.done():
                 continue
             del self._in_flight[rel]
+            # Settle the bytes that were handed over: if the file changed meanwhile, its new
+            # signature gets a turn of its own.
+            seen = self._dispatched.pop(rel)
             try:
                 result = future.result()
             except DatabaseUnavailable as exc:
@@ -506,23 +540,15 @@ class SyncService:
                 # Another process has it: move on, and look again in a while (a later pass
                 # sees its outcome). A --once run does not wait for it at all.
                 if self.options.once:
-                    seen = self._signature(rel)
-                    if seen is not None:
-                        result.result = "skipped"
-                        self._settle(rel, seen, result)
+                    result.result = "skipped"
+                    self._settle(rel, seen, result)
                 else:
                     self._held_elsewhere[rel] = time.monotonic() + HELD_RETRY_SECONDS
                 continue
-            seen = self._signature(rel)
-            if seen is not None:
-                self._settle(rel, seen, result)
-
-    def _signature(self, rel: str) -> Seen | None:
-        try:
-            st = os.stat(self.options.data_dir / rel)
-        except OSError:
-            return None
-        return Seen(st.st_size, st.st_mtime_ns, st.st_ino)
+            if result.result == "failed" and result.import_id is None and \
+                    isinstance(result.error, InputError):
+                self._reported[rel] = (seen, "refused")
+            self._settle(rel, seen, result)
 
     def _settle(self, rel: str, seen: Seen, result: FileResult, *, quiet: bool = False) -> None:
         """A final outcome for these bytes: count it, log it, don't look at it again."""

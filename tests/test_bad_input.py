@@ -237,7 +237,7 @@ HEADER_CASES = [
                  id="collide-after-normalisation"),
     pytest.param("long_20230101.csv", b"a," + b"x" * 64 + b"\n1,2\n",
                  r"column name longer than 63 bytes, value 'x{64}'", id="name-over-63-bytes"),
-    pytest.param("long_utf8_20230101.csv", "a,".encode() + "é".encode() * 32 + b"\n1,2\n",
+    pytest.param("long_utf8_20230101.csv", b"a," + "é".encode() * 32 + b"\n1,2\n",
                  r"column name longer than 63 bytes", id="name-over-63-bytes-utf8"),
     pytest.param("nul_header_20230101.csv", b"a,b\x00c\n1,2\n", r"NUL byte in the header",
                  id="nul-in-header"),

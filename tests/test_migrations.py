@@ -29,6 +29,15 @@ def versions(conn: psycopg.Connection, schema: str = "public") -> list[int]:
 
 def shape(conn: psycopg.Connection, schema: str) -> dict[str, object]:
     """Columns, constraints and indexes of a schema's ledger tables, schema name removed."""
+    # With the schema first on the path, names in definitions come out unqualified.
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    try:
+        return _shape(conn, schema)
+    finally:
+        conn.execute("RESET search_path")
+
+
+def _shape(conn: psycopg.Connection, schema: str) -> dict[str, object]:
     columns = conn.execute(
         "SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity "
         "FROM information_schema.columns WHERE table_schema = %s "
@@ -42,7 +51,7 @@ def shape(conn: psycopg.Connection, schema: str) -> dict[str, object]:
         "SELECT c.conrelid::regclass::text, c.contype, pg_get_constraintdef(c.oid) "
         "FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
         "WHERE n.nspname = %s AND c.conrelid::regclass::text LIKE %s ORDER BY 1, 2, 3",
-        (schema, f"%snapshot\\_%")).fetchall()
+        (schema, "%snapshot\\_%")).fetchall()
     return {
         "columns": [tuple(str(v).replace(f"{schema}.", "S.") for v in row) for row in columns],
         "indexes": indexes,
@@ -135,7 +144,7 @@ def test_upgrade_from_an_earlier_version(tmp_path: Path, cli_env: dict[str, str]
 
     listed = run_cli("--database", db_url, "list", "--all", "--format", "json", env=cli_env)
     assert listed.returncode == 0, listed.stderr
-    assert '"id": %d' % old in listed.stdout
+    assert f'"id": {old},' in listed.stdout
     assert '"file": "snapshot_20230101.csv"' in listed.stdout
 
 
@@ -222,7 +231,7 @@ def test_four_concurrent_migrations_apply_once(cli_env: dict[str, str], db_url: 
         wait_until(lambda: waiting_for_advisory_locks(db_conn) == 4, timeout=60,
                    message="four migrators to wait for the migration lock")
         gate.close()
-        results = [proc.communicate(timeout=120) + (proc.returncode,) for proc in procs]
+        results = [(*proc.communicate(timeout=120), proc.returncode) for proc in procs]
     finally:
         gate.close()
         for proc in procs:
@@ -243,7 +252,7 @@ def test_four_concurrent_imports_on_an_empty_database(tmp_path: Path, cli_env: d
     files = [write(tmp_path, f"snapshot_2023010{day}.csv",
                    SAMPLE.replace(b"Jake", b"Jake %d" % day)) for day in range(1, 5)]
     procs = [start_cli("--database", db_url, "import", path, env=cli_env) for path in files]
-    results = [proc.communicate(timeout=120) + (proc.returncode,) for proc in procs]
+    results = [(*proc.communicate(timeout=120), proc.returncode) for proc in procs]
     assert [code for _, _, code in results] == [0, 0, 0, 0], [err for _, err, _ in results]
     assert versions(db_conn) == [n for n, _, _ in ddl.MIGRATIONS]
     assert db_conn.execute(

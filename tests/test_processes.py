@@ -159,7 +159,7 @@ def test_sigint_in_the_middle_of_a_copy(cli_env: dict[str, str], db_url: str,
                message="the COPY to start")
     assert proc.poll() is None, "the import finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    code, out, err = finish(proc)
+    code, _out, err = finish(proc)
     assert code == 130, err
     assert "Traceback" not in err
     assert not table_exists(db_conn, "snapshots")
@@ -216,7 +216,7 @@ def test_claim_of_a_process_that_died_while_others_waited(tmp_path: Path,
                    message="the import to wait for the snapshot's lock")
     finally:
         owner.close()  # the owner is gone
-    code, out, err = finish(proc)
+    code, _out, err = finish(proc)
     assert code == 0, err
     assert f"marked import #{stale} as interrupted" in err
     assert [(r[2], (r[3] or "")[:11]) for r in ledger(db_conn)] == [

@@ -374,7 +374,7 @@ def test_failed_file_is_not_retried_until_retry_or_new_bytes(
     error = records(db_conn, bad)[0]["error"]
     assert f"{bad}:3:" in error, error
 
-    stays(lambda: statuses(db_conn, bad) == ["failed"], 6 * RESCAN,
+    stays(lambda: statuses(db_conn, bad) == ["failed"], 4 * RESCAN,
           "a failed file was retried without a change or a retry request")
 
     result = run_cli("--database", db_url, "retry", bad, env=cli_env)
@@ -426,6 +426,8 @@ def test_database_outage_loses_nothing(cli_env: dict[str, str], data_dir: Path,
     for i in range(2, 5):
         rename_in(staging, data_dir, day_name(i), csv_text(3 + i, seed=i))
     expected |= {day_name(2): 5, day_name(3): 6, day_name(4): 7}
+    wait_until(lambda: sync.metrics()["snapshots_pending_files"] == 3, DEADLINE,
+               message="sync to keep watching the directory while the database is down")
 
     started = run_cli("db", "start", env=cli_env, timeout=180)
     assert started.returncode == 0, started.stderr
@@ -759,8 +761,10 @@ def test_file_held_by_another_process_is_skipped_not_waited_for(
         assert row is not None
         return int(row[0])
 
+    wait_until(lambda: sync.metrics()["snapshots_pending_files"] == 1, DEADLINE,
+               message="the held file to count as pending")
     before, began = commits(), time.monotonic()
-    stays(lambda: records(db_conn, held) == [], 3.0, "a held file was imported")
+    stays(lambda: records(db_conn, held) == [], 2.0, "a held file was imported")
     sync.assert_running()
     rate = (commits() - before) / (time.monotonic() - began)
     print(f"transactions per second while a file is held elsewhere: {rate:.0f}")
@@ -770,4 +774,41 @@ def test_file_held_by_another_process_is_skipped_not_waited_for(
     wait_until(lambda: held in imported(db_conn), DEADLINE,
                message="the file to be loaded once it is free")
     assert_each_loaded_once(db_conn, {held: 4, free: 5})
+    assert sync.stop() == 0
+
+
+def test_once_without_a_database_exits_3(data_dir: Path, cli_env: dict[str, str],
+                                         tmp_path: Path) -> None:
+    put(data_dir, day_name(0), csv_text(2))
+    nowhere = f"postgresql://postgres@/postgres?host={tmp_path / 'no-server'}"
+    summary_file = tmp_path / "summary.json"
+    result, _ = run_once(nowhere, data_dir, cli_env, "--summary-file", str(summary_file))
+    assert result.returncode == 3, result.stdout + result.stderr
+    summary = json.loads(summary_file.read_text())
+    assert summary["files"]["imported"] == 0
+    assert "database_error" in summary
+
+
+def test_outcomes_without_a_new_attempt_are_not_counted_again(
+        db_url: str, db_conn: psycopg.Connection, data_dir: Path, staging: Path,
+        cli_env: dict[str, str], start_sync: Callable[..., Sync]) -> None:
+    """A conflict and a file whose header is unusable are reported once, not on every
+    rescan: their counters and log lines would otherwise grow for as long as sync runs."""
+    conflict, bad_header = day_name(0), day_name(1)
+    result = run_cli("--database", db_url, "import", put(staging, conflict, csv_text(2)),
+                     env=cli_env)
+    assert result.returncode == 0, result.stderr
+    put(data_dir, conflict, csv_text(3, seed=5))
+    put(data_dir, bad_header, "a,a\n1,2\n")
+    sync = start_sync("--settle", "0", "--rescan", str(RESCAN))
+
+    def counts() -> tuple[float, float]:
+        values = sync.metrics()
+        return (values['snapshots_files_total{result="conflict"}'],
+                values['snapshots_files_total{result="failed"}'])
+
+    wait_until(lambda: counts() == (1, 1), DEADLINE, message="one conflict and one failure")
+    stays(lambda: counts() == (1, 1), 4 * RESCAN, "an outcome was counted again on a rescan")
+    assert sync.output().count(f"conflict {conflict}") == 1
+    assert sync.output().count(f"failed {bad_header}") == 1
     assert sync.stop() == 0

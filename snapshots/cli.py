@@ -16,7 +16,7 @@ import click
 
 from snapshots import __version__
 from snapshots.config import DatabaseTarget, resolve_database
-from snapshots.errors import ExitCode, SnapshotsError, UsageError
+from snapshots.errors import DatabaseUnavailable, ExitCode, SnapshotsError, UsageError
 
 log = logging.getLogger("snapshots")
 
@@ -272,7 +272,7 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
                 options: Any, jobs: int | None, pushgateway: str | None,
                 quiet: bool) -> ExitCode:
     """Import, printing one line per file as it finishes; the exit code for the run."""
-    from snapshots.output import is_terminal, progress_bar, result_line
+    from snapshots.output import is_terminal, progress_bar
     from snapshots.runner import import_files
 
     results = []
@@ -289,20 +289,19 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
                     bar.remove_task(task)
             return update
 
-        for result in import_files(conninfo, files, table=table, schema=schema, options=options,
-                                   jobs=jobs, progress=progress_for):
-            results.append(result)
-            for warning in result.warnings:
-                log.warning(warning)
-            line = result_line(result)
-            if result.ok:
-                if not quiet:
-                    (bar.console.print if bar is not None else click.echo)(line)
-            else:
-                # The error already names the file; the result word would only repeat it.
-                click.echo(f"error: {result.error or line}", err=True)
-                if result.error is not None and result.error.hint:
-                    click.echo(f"hint: {result.error.hint}", err=True)
+        try:
+            for result in import_files(conninfo, files, table=table, schema=schema,
+                                       options=options, jobs=jobs, progress=progress_for):
+                results.append(result)
+                _print_result(result, quiet=quiet,
+                              echo=bar.console.print if bar is not None else click.echo)
+        except DatabaseUnavailable:
+            if pushgateway:  # the dashboard must see this run too: database_up 0
+                from snapshots.metrics import push_database_down
+
+                push_database_down(pushgateway, table=table, origin=options.origin,
+                                   schema=schema)
+            raise
     if pushgateway:
         from snapshots.metrics import push_results
 
@@ -318,6 +317,21 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
         summary = ", ".join(f"{n} {k}" for k, n in counts.items())
         click.echo(f"{len(results)} files: {summary}", err=bool(failures))
     return ExitCode.FAILED if failures else ExitCode.OK
+
+
+def _print_result(result: Any, *, quiet: bool, echo: Callable[[str], Any]) -> None:
+    from snapshots.output import result_line
+
+    for warning in result.warnings:
+        log.warning(warning)
+    if result.ok:
+        if not quiet:
+            echo(result_line(result))
+        return
+    # The error already names the file; the result word would only repeat it.
+    click.echo(f"error: {result.error or result_line(result)}", err=True)
+    if result.error is not None and result.error.hint:
+        click.echo(f"hint: {result.error.hint}", err=True)
 
 
 # --------------------------------------------------------------------------- sync

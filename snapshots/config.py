@@ -142,7 +142,10 @@ def scrub(message: str, conninfo: str | None) -> str:
         password = None
     password = password or os.environ.get("PGPASSWORD")
     if password:
-        message = message.replace(str(password), "***")
+        # Only where it stands as its own token: a password "p" must not turn
+        # "accepting" into "acce***ting".
+        pattern = rf"(?<![A-Za-z0-9]){re.escape(str(password))}(?![A-Za-z0-9])"
+        message = re.sub(pattern, "***", message)
     return message
 
 

@@ -62,22 +62,45 @@ def physical_line(path: Path, options: CsvOptions, record: int) -> int:
 def record_start_for_copy_line(path: Path, options: CsvOptions, copy_line: int) -> int:
     """Physical line where the record holding COPY's "line N" starts.
 
-    In CSV mode COPY's line number is physical: a newline inside a quoted field counts, so it
-    names the line where the failing record ends (one past the end of the file for an
-    unterminated quote). The record may have started lines earlier.
+    COPY counts one line per record plus, inside quoted fields, each character that ends a
+    line in this file: `\\n` when the first line ends in `\\n`, else `\\r`. So its N names
+    where the failing record ends (one past the end of the file for an unterminated quote), and
+    a CRLF file whose cells hold bare `\\n` (as spreadsheets write them) is not counted
+    physically at all. Replay that count over the file to find the record, and return the
+    physical line (as an editor numbers them) where it starts.
     """
     stream, _ = open_content(path)
     with stream:
-        reader = options.reader(decoded_lines(iter_chunks(stream), options.python_encoding,
-                                              file=str(path), errors="replace"))
-        start = 1
+        consumed: list[str] = []
+
+        def lines() -> Iterator[str]:
+            for line in decoded_lines(iter_chunks(stream), options.python_encoding,
+                                      file=str(path), errors="replace"):
+                consumed.append(line)
+                yield line
+
+        reader = options.reader(lines())
+        eol: str | None = None
+        counted = 0  # COPY's line number at the end of the record read last
+        start = 1  # physical line where the next record starts
         try:
             for _ in reader:
-                if reader.line_num >= copy_line:
+                raw = "".join(consumed)
+                if eol is None:
+                    eol = "\n" if raw.endswith("\n") and not raw.endswith("\r\n") else "\r"
+                if raw.endswith("\r\n"):
+                    body = raw[:-2]
+                elif raw.endswith(("\n", "\r")):
+                    body = raw[:-1]
+                else:
+                    body = raw
+                counted += 1 + body.count(eol)
+                if counted >= copy_line:
                     return start
-                start = reader.line_num + 1
+                start += len(consumed)
+                consumed.clear()
         except Exception:  # the rescan only locates; a parse error is where COPY stopped too
-            return min(start, copy_line)
+            return start
     return copy_line
 
 

@@ -697,8 +697,13 @@ class Importer:
                              file=path, line=second, hint="a snapshot holds each key once")
 
     def _merge(self, path: Path, stage: sql.Identifier, target: _Target,
-               columns: Sequence[str], *, physical_records: bool = False) -> str:
-        """Merge the staged rows on the primary key; unchanged rows are not touched."""
+               columns: Sequence[str], *, physical_records: bool = False,
+               spare: sql.Composable | None = None) -> str:
+        """Merge the staged rows on the primary key; unchanged rows are not touched.
+
+        `spare` (--on-error skip): a relation whose rejected records' keys (as text) are in
+        the snapshot, so --delete-missing must not delete them.
+        """
         assert target.info is not None
         pk = target.info.primary_key
         pk_ids = sql.SQL(", ").join(sql.Identifier(c) for c in pk)
@@ -726,10 +731,20 @@ class Importer:
                              file=path) from None
         detail = f"merged: {changed} inserted or changed"
         if self.options.delete_missing:
+            spared = sql.SQL("")
+            if spare is not None:
+                spared = sql.SQL(
+                    " AND NOT EXISTS (SELECT 1 FROM {spare} r WHERE r._reason IS NOT NULL "
+                    "AND ({r_keys}) = ({t_keys}))").format(
+                    spare=spare,
+                    r_keys=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c))
+                                              for c in pk),
+                    t_keys=sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c))
+                                              for c in pk))
             deleted = self.conn.execute(sql.SQL(
                 "DELETE FROM {table} t WHERE NOT EXISTS "
-                "(SELECT 1 FROM {stage} s WHERE ({s_keys}) = ({t_keys}))").format(
-                table=table, stage=stage,
+                "(SELECT 1 FROM {stage} s WHERE ({s_keys}) = ({t_keys})){spared}").format(
+                table=table, stage=stage, spared=spared,
                 s_keys=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in pk),
                 t_keys=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in pk)),
             ).rowcount

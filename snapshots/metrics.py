@@ -120,6 +120,13 @@ def push_results(url: str, results: Iterable[FileResult], *, table: str, origin:
     return push(url, metrics, job=f"snapshots_{origin}", table=table, schema=schema)
 
 
+def push_database_down(url: str, *, table: str, origin: str, schema: str | None = None) -> bool:
+    """A run that could not reach the database at all still reports it."""
+    metrics = Metrics()
+    metrics.database_up.set(0)
+    return push(url, metrics, job=f"snapshots_{origin}", table=table, schema=schema)
+
+
 # --------------------------------------------------------------------------- HTTP
 
 

@@ -231,7 +231,24 @@ def load_skipping(importer: Importer, path: Path, header: Header, target: _Targe
     conn.execute(sql.SQL(
         "INSERT INTO {} ({}, _record) OVERRIDING SYSTEM VALUE "
         "SELECT {}, _line FROM {} WHERE _reason IS NULL").format(stage, cols, typed, STAGE))
-    detail = importer._merge(path, stage, target, list(types), physical_records=True)
+    spare = None
+    if opts.delete_missing and rejected:
+        # A rejected record's key is still in the snapshot: --delete-missing spares it. When
+        # a rejected record's key can't be read, nobody can tell which keys are missing.
+        pk = target.info.primary_key if target.info is not None else ()
+        unknown = conn.execute(sql.SQL(
+            "SELECT _line FROM {} WHERE _reason IS NOT NULL AND ({} OR _column = ANY(%s)) "
+            "ORDER BY _line LIMIT 1").format(
+            STAGE, sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(c))
+                                        for c in pk)), (list(pk),)).fetchone()
+        if unknown:
+            raise InputError("--delete-missing: this rejected record's key is unknown, so which "
+                             "keys are missing is unknown too; nothing written", file=path,
+                             line=unknown[0],
+                             hint="fix the record, or import without --delete-missing")
+        spare = STAGE
+    detail = importer._merge(path, stage, target, list(types), physical_records=True,
+                             spare=spare)
     return good, rejected, detail
 
 

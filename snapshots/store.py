@@ -229,6 +229,14 @@ def newest_snapshot_date(conn: psycopg.Connection, schema: str, table: str,
     return (row[0], row[1]) if row else (None, None)
 
 
+def last_success(conn: psycopg.Connection, schema: str, table: str) -> dt.datetime | None:
+    """When a snapshot of this table was last imported."""
+    row = conn.execute(sql.SQL(
+        "SELECT max(finished_at) FROM {} WHERE table_name = %s AND status = 'imported'").format(
+        ledger(schema)), (table,)).fetchone()
+    return row[0] if row else None
+
+
 def list_records(conn: psycopg.Connection, schema: str, table: str, *,
                  statuses: Sequence[str] = (), every_attempt: bool = False) -> list[Record]:
     """One record per snapshot (its latest attempt), or every attempt; oldest first."""

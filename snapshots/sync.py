@@ -292,6 +292,10 @@ class SyncService:
             ddl.migrate(self._conn, self._schema)
             store.reap_interrupted(self._conn, self._schema, self.options.table)
             self._memory = store.hashed_files(self._conn, self._schema, self.options.table)
+            last = store.last_success(self._conn, self._schema, self.options.table)
+            if last is not None:  # a restart must not look like "no snapshot for a long time"
+                self.metrics.last_success.set(max(last.timestamp(),
+                                                  self.metrics.last_success._value.get()))
         except (psycopg.OperationalError, DatabaseUnavailable) as exc:
             self._database_lost(exc)
             return False

@@ -148,6 +148,9 @@ BODY_CASES = [
     pytest.param(
         "more_in_quoted_20230102.csv", b'a,b\n1,"x\ny"\n2,"p\nq",extra\n4,w\n', 4,
         "extra data after last expected column", id="more-columns-multiline-record"),
+    pytest.param(  # as spreadsheets write it: CRLF rows, bare LF inside cells
+        "excel_20230102.csv", b'a,b\r\n1,"x\ny\nz"\r\n2,"p\nq"\r\n3,w,extra\r\n5,v\r\n', 7,
+        "extra data after last expected column", id="crlf-rows-lf-in-cells"),
     pytest.param(
         "bytes_20230102.csv", b'a,b\n1,"x\ny"\n2,ok\n3,bad\xff\n4,w\n', 5,
         "invalid byte sequence for encoding", id="invalid-utf8"),

@@ -642,8 +642,9 @@ def test_options_before_or_after_the_command(snap: Snap) -> None:
     assert "imported s_20230101.csv" in before.stdout
     assert after.stdout.strip() == "skipped s_20230101.csv: already imported as #1"
 
+    # An option before the command also beats the environment the command reads.
     one = run_cli("--database", snap.db_url, "--table", "t1", "list", "--format", "json",
-                  env=snap.env)
+                  env={**snap.env, "SNAPSHOTS_TABLE": "wrong"})
     two = run_cli("list", "--format", "json", "--database", snap.db_url, "--table", "t1",
                   env=snap.env)
     assert one.returncode == two.returncode == 0

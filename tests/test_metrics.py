@@ -97,7 +97,8 @@ def test_summary_counts_and_ok() -> None:
     summary.add(result("skipped"))
     assert summary.ok
     payload = json.loads(summary.as_json("snapshots"))
-    assert payload["files"] == {"imported": 1, "skipped": 1, "failed": 0, "conflict": 0}
+    assert payload["files"] == {"imported": 1, "skipped": 1, "failed": 0, "conflict": 0,
+                                "still_failed": 0}
     assert (payload["rows"], payload["bytes"], payload["table"]) == (4, 10, "snapshots")
     assert payload["seconds"] >= 0 and payload["version"] == __version__
     summary.add(result("failed", name="bad.csv"))

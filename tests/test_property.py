@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -170,6 +171,11 @@ def check(db_url: str, db_conn: psycopg.Connection, directory: Path, header: lis
     assert any("\x00" in (v or "") for row in rows for v in row), (
         f"a file without NUL bytes failed: {result.error}", path.read_bytes())
     assert "NUL" in str(result.error)
+    # ... at the physical line (as an editor counts them) where the first such record starts.
+    first = next(i for i, row in enumerate(rows) if any("\x00" in (v or "") for v in row))
+    before_it = encode(header, rows[:first], {**layout, "final_newline": True, "bom": False})
+    assert result.error.line == len(re.findall(r"\r\n|\r|\n", before_it.decode())) + 1, (
+        str(result.error), path.read_bytes())
     assert relation_names(db_conn) == before
     assert records in ([], [("failed", None)])
     return "failed"

@@ -359,7 +359,8 @@ def test_recursive_only_with_the_flag(db_url: str, db_conn: psycopg.Connection,
     assert result.returncode == 0, result.stderr
     assert_each_loaded_once(db_conn, {"snapshot_20230101.csv": 2, "snapshot_20230102.csv": 3})
     summary = json.loads(result.stdout)
-    assert summary["files"] == {"imported": 1, "skipped": 1, "failed": 0, "conflict": 0}
+    assert summary["files"] == {"imported": 1, "skipped": 1, "failed": 0, "conflict": 0,
+        "still_failed": 0}
 
 
 def test_failed_file_is_not_retried_until_retry_or_new_bytes(
@@ -565,7 +566,8 @@ def test_once_exit_codes_and_summary(db_url: str, db_conn: psycopg.Connection,
     assert result.returncode == 0, result.stderr
     summary = json.loads(summary_file.read_text())
     assert summary == json.loads(result.stdout)
-    assert summary["files"] == {"imported": 2, "skipped": 0, "failed": 0, "conflict": 0}
+    assert summary["files"] == {"imported": 2, "skipped": 0, "failed": 0, "conflict": 0,
+        "still_failed": 0}
     assert summary["rows"] == 10
     assert summary["bytes"] == sum((data_dir / day_name(i)).stat().st_size for i in range(2))
     assert isinstance(summary["seconds"], float | int) and summary["seconds"] >= 0
@@ -575,7 +577,8 @@ def test_once_exit_codes_and_summary(db_url: str, db_conn: psycopg.Connection,
     result, _ = run_once(db_url, data_dir, cli_env, "--summary-file", str(summary_file))
     assert result.returncode == 1, result.stderr
     summary = json.loads(summary_file.read_text())
-    assert summary["files"] == {"imported": 0, "skipped": 2, "failed": 1, "conflict": 0}
+    assert summary["files"] == {"imported": 0, "skipped": 2, "failed": 1, "conflict": 0,
+        "still_failed": 0}
     assert [f["file"] for f in summary["failures"]] == [day_name(2)]
     assert_each_loaded_once(db_conn, {day_name(0): 4, day_name(1): 6})
 
@@ -648,7 +651,8 @@ def test_restart_over_imported_files_reads_none_of_their_bytes(
     print(f"first run over {count} files {first:.2f}s, restart {second:.2f}s")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["files"] == {"imported": 0, "skipped": count, "failed": 0, "conflict": 0}
+    assert summary["files"] == {"imported": 0, "skipped": count, "failed": 0, "conflict": 0,
+        "still_failed": 0}
     assert dict(db_conn.execute(
         "SELECT path, hashed_at FROM snapshot_files WHERE table_name = 'snapshots'"
     ).fetchall()) == memory, "a file was hashed again"
@@ -748,7 +752,7 @@ def test_file_held_by_another_process_is_skipped_not_waited_for(
     result, _ = run_once(db_url, data_dir, cli_env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["files"] == {"imported": 1, "skipped": 1, "failed": 0,
-                                                  "conflict": 0}
+                                                  "conflict": 0, "still_failed": 0}
     assert sorted(imported(db_conn)) == [free]
 
     sync = start_sync("--settle", "0", "--rescan", str(RESCAN))

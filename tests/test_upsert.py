@@ -318,3 +318,25 @@ def test_upsert_mode_needs_a_key(keyed: Keyed) -> None:
     assert "--mode upsert needs an existing table public.fresh with a primary key" \
         in result.stderr
     assert keyed.rows("SELECT to_regclass('fresh')") == [(None,)]
+
+
+def test_delete_missing_spares_the_keys_of_rejected_rows(keyed: Keyed) -> None:
+    keyed.write("snapshot_20230101.csv", JAN)
+    keyed.run("import", "snapshot_20230101.csv")
+    before = keyed.table()
+    # Key 2 is in the snapshot (its limit is bad): rejected, but not "missing".
+    keyed.write("snapshot_20230102.csv", HEADER + "1,Jake,Best Berlin Burgers,10000.1\n"
+                                                  "2,Mostafa,Express Espresso,lots\n")
+    # A record whose key can't be read (too few fields) makes "missing" unknowable.
+    keyed.write("snapshot_20230103.csv", HEADER + "1,Jake,Best Berlin Burgers,10000.1\n"
+                                                  "3,Aiko\n")
+    result = keyed.run("import", "--on-error", "skip", "--delete-missing",
+                       "snapshot_20230103.csv", code=1)
+    assert "snapshot_20230103.csv:3: --delete-missing: this rejected record's key is unknown" \
+        in result.stderr
+    assert keyed.table() == before
+
+    result = keyed.run("import", "--on-error", "skip", "--delete-missing",
+                       "snapshot_20230102.csv")
+    assert "merged: 0 inserted or changed, 2 deleted; 1 rejected row" in result.stdout
+    assert keyed.table() == {k: v for k, v in before.items() if k in (1, 2)}

@@ -79,10 +79,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build_settings(clusterwide: bool) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
-    # kopf's bookkeeping lives in annotations under our own prefix, not in status.kopf.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # kopf's bookkeeping lives in annotations (not in status.kopf, which the CRD's schema
+    # would prune) under a prefix of its own: kopf ignores every annotation under the prefix
+    # it owns, and snapshots.dev/sync-now must stay visible to it.
+    prefix = f"kopf.{GROUP}"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+        prefix=prefix, key="last-handled-configuration")
     # Our own events (kopf.event) always go out; kopf's per-handler chatter only on warnings.
     settings.posting.level = logging.WARNING
     # Namespaced mode needs no cluster-wide permission at all: no namespace observation, no

@@ -3,9 +3,11 @@
 
 Helm reads only files inside a chart, so the chart keeps copies of:
 
-    deploy/grafana/dashboards/snapshots.json -> charts/snapshots-operator/files/dashboards/snapshots.json
-    deploy/prometheus/alerts.yml             -> charts/snapshots-operator/files/alerts/snapshots.yml
-    manifests/01-crd.yaml                    -> charts/snapshots-operator/files/crd.yaml
+    deploy/grafana/dashboards/snapshots.json -> files/dashboards/snapshots.json
+    deploy/prometheus/alerts.yml             -> files/alerts/snapshots.yml
+    manifests/01-crd.yaml                    -> files/crd.yaml
+
+(the copies are in charts/snapshots-operator/).
 
 Run it after changing any of the sources: `python3 charts/sync-deploy-files.py`
 (`--check` only reports differences and exits 1 if there are any).

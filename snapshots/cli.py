@@ -307,8 +307,10 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
 
         push_results(pushgateway, results, table=table, origin=options.origin)
     failures = [r for r in results if not r.ok]
-    if any(isinstance(r.error, SnapshotsError) and r.error.exit_code == ExitCode.DATABASE
-           for r in failures) and len(failures) == len(results):
+    codes = {r.error.exit_code for r in failures if isinstance(r.error, SnapshotsError)}
+    if ExitCode.USAGE in codes:  # e.g. an unknown --type: the command line is wrong
+        return ExitCode.USAGE
+    if codes == {ExitCode.DATABASE} and len(failures) == len(results):
         return ExitCode.DATABASE
     if len(results) > 1 and not quiet:
         counts: dict[str, int] = {}

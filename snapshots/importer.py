@@ -344,6 +344,7 @@ class Importer:
                 raise UsageError(
                     f"--mode upsert needs an existing table {self.schema}.{self.table} "
                     "with a primary key", hint="create the table first, or use --mode append")
+            ddl.latest_view_name(self.table)  # too long a name fails now, not after the load
             return _Target(self.schema, self.table, "append", None, header.names)
         if mode == "auto":
             if info.has_snapshot_id:

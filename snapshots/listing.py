@@ -14,7 +14,7 @@ import psycopg
 from snapshots import schema as ddl
 from snapshots import store
 from snapshots.config import connect
-from snapshots.csvfile import sha256_file
+from snapshots.csvfile import expand_inputs, sha256_file
 from snapshots.errors import UsageError
 
 
@@ -57,9 +57,10 @@ def state_of(record: store.Record | None, sha256: str) -> str:
 
 def file_states(conninfo: str, files: Sequence[Path], *, table: str,
                 schema: str | None) -> list[dict[str, Any]]:
-    """One entry per argument: its state and, when there is one, its record's keys."""
+    """One entry per argument (a directory: per snapshot file in it, as `import` reads it):
+    its state and, when there is one, its record's keys."""
     hashes: list[tuple[Path, str]] = []
-    for path in files:
+    for path in (f for arg in files for f in (expand_inputs([arg]) if arg.is_dir() else [arg])):
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
         hashes.append((path, sha256_file(path)[0]))

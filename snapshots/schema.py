@@ -267,7 +267,9 @@ def index_name(table: str, suffix: str) -> str:
 def latest_view_name(table: str) -> str:
     name = f"{table}_latest"
     if len(name.encode()) > 63:
-        raise LedgerError(f"table name {table!r} is too long for its view {name!r} (63 bytes)")
+        from snapshots.errors import UsageError
+        raise UsageError(f"--table {table!r} is too long: an append-mode table's name must "
+                         f"leave room for its view {name!r} (63 bytes at most)")
     return name
 
 

@@ -71,7 +71,10 @@ class SnapshotsEmulator(kmock.KubernetesEmulator):
                 meta["resourceVersion"] = self._next_version()
             elif request.action == enums.action.UPDATE and request.name:
                 key = (request.resource, request.namespace, request.name)
-                current = self.objects[key] if key in self.objects else None
+                try:
+                    current = self.objects[key]
+                except KeyError:
+                    current = None
                 if current is not None and not current.deleted:
                     old_meta = current.get("metadata", {})
                     generation = old_meta.get("generation", 1)
@@ -217,6 +220,9 @@ class RunningOperator:
             assert response.status < 300, f"{method} {path}: {response.status} {text}"
             return json.loads(text) if text else {}
 
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", path, body, "application/json")
+
     async def create_source(self, name: str, spec: dict[str, Any],
                             annotations: dict[str, str] | None = None) -> dict[str, Any]:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
@@ -232,7 +238,8 @@ class RunningOperator:
             "PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{name}", patch)
 
     async def delete_source(self, name: str) -> None:
-        await self._call("DELETE", f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{name}")
+        await self._call(
+            "DELETE", f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}/{name}")
 
     async def finish_job(self, job_name: str, *, succeeded: bool, message: str | None,
                          exit_code: int = 0, reason: str | None = None,
@@ -315,7 +322,8 @@ class RunningOperator:
 
 @contextlib.asynccontextmanager
 async def running_operator(api: SnapshotsEmulator,
-                           config: OperatorConfig | None = None,
+                           config: OperatorConfig | None = None, *,
+                           clusterwide: bool = False,
                            ) -> AsyncIterator[RunningOperator]:
     """Start the operator's real entry point (kopf, handlers, HTTP server) against ``api``.
 
@@ -345,7 +353,8 @@ async def running_operator(api: SnapshotsEmulator,
         state["loop"] = asyncio.get_running_loop()
         state["stop"] = stop = asyncio.Event()
         await run_operator(
-            context=context, clusterwide=False, namespaces=[NAMESPACE],
+            context=context, clusterwide=clusterwide,
+            namespaces=[] if clusterwide else [NAMESPACE],
             metrics_host="127.0.0.1", metrics_port=_free_port(), registry=registry,
             stop_flag=stop, ready_flag=ready, on_server=servers.append)
 

@@ -16,6 +16,11 @@ The minimal grants these tests verify (they are the README's):
     GRANT SELECT ON ingest.snapshot_ledger_version TO loader;
     GRANT SELECT, INSERT, UPDATE ON ingest.snapshot_imports TO loader;
     GRANT SELECT, INSERT, DELETE ON ingest.snapshots TO loader;
+
+    -- list only:
+    GRANT CONNECT ON DATABASE db TO reader;
+    GRANT USAGE ON SCHEMA ingest TO reader;
+    GRANT SELECT ON ingest.snapshot_ledger_version, ingest.snapshot_imports TO reader;
 """
 
 from __future__ import annotations
@@ -556,6 +561,29 @@ def test_a_role_without_ddl_rights_imports_after_an_owner_migrated(
     assert run_cli("forget", second.name, env=env).returncode == 0
     assert db_conn.execute("SELECT count(*) FROM ingest.snapshots").fetchone() == (1,)
     assert relations_in(db_conn, "ingest") == before
+
+
+def test_a_read_only_role_can_list(tmp_path: Path, cli_env: dict[str, str], db_url: str,
+                                   db_conn: psycopg.Connection,
+                                   loader: dict[str, str]) -> None:
+    """`list` reads the ledger's version and its records: SELECT on those two tables."""
+    sample = tmp_path / "snapshot_20230101.csv"
+    sample.write_bytes(SAMPLE)
+    owner = {**cli_env, "SNAPSHOTS_DATABASE": db_url, "SNAPSHOTS_SCHEMA": "ingest"}
+    assert run_cli("import", sample, env=owner).returncode == 0
+    role = loader["role"]
+    grant(db_conn, "GRANT CONNECT ON DATABASE {db} TO {role}", db=loader["db"], role=role)
+    grant(db_conn, "GRANT USAGE ON SCHEMA ingest TO {role}", role=role)
+    grant(db_conn, "GRANT SELECT ON ingest.snapshot_imports TO {role}", role=role)
+    env = {**cli_env, "SNAPSHOTS_DATABASE": loader["uri"], "SNAPSHOTS_SCHEMA": "ingest"}
+    denied = run_cli("list", env=env)
+    assert denied.returncode == 1
+    assert "permission denied" in one_error_line(denied)
+    grant(db_conn, "GRANT SELECT ON ingest.snapshot_ledger_version TO {role}", role=role)
+    listed = run_cli("list", "--format", "json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["file"] for r in json.loads(listed.stdout)] == [sample.name]
+    assert run_cli("list", sample, env=env).returncode == 0
 
 
 @pytest.mark.smoke

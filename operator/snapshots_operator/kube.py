@@ -121,22 +121,21 @@ class Kube:
             raise
 
     def apply_cronjob(self, desired: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Create the CronJob, or bring an existing one to ``desired``.
+        """Create the CronJob; when it exists (409 Conflict), bring it to ``desired``.
 
-        Returns (what happened, the object): "created", "patched" (it was ours) or "adopted"
-        (it existed without us as its controller: a 409 on create).
+        Returns (what happened, the object): "created", "patched" (it was ours already) or
+        "adopted" (it existed without this SnapshotSource as its controller, e.g. left over
+        from an earlier source of the same name, or made by hand).
         """
         meta = desired["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        existing = self.get_cronjob(namespace, name)
-        if existing is None:
-            try:
-                return "created", _json(self.batch.create_namespaced_cron_job(
-                    namespace, dict(desired), _preload_content=False))
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                existing = self.get_cronjob(namespace, name) or {}
+        try:
+            return "created", _json(self.batch.create_namespaced_cron_job(
+                namespace, dict(desired), _preload_content=False))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self.get_cronjob(namespace, name) or {}
         owner_uid = meta["ownerReferences"][0]["uid"]
         ours = any(ref.get("uid") == owner_uid and ref.get("controller")
                    for ref in existing.get("metadata", {}).get("ownerReferences", []))

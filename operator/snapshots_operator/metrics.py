@@ -53,8 +53,9 @@ class OperatorMetrics:
             ["result"], registry=self.registry)
         self.jobs_launched = Counter(
             "snapshots_operator_jobs_launched",
-            "Jobs the operator launched itself, by trigger (initial, sync-now).",
-            ["trigger"], registry=self.registry)
+            "Jobs the operator launched itself, by trigger (initial, sync-now) and result "
+            "(created; adopted: it existed already; error).",
+            ["trigger", "result"], registry=self.registry)
         self.jobs_finished = Counter(
             "snapshots_operator_jobs_finished",
             "Finished sync Jobs (scheduled and one-off) by result and reason.",
@@ -70,7 +71,8 @@ class OperatorMetrics:
         for result in ("success", "error"):
             self.reconciles.labels(result)
         for trigger in ("initial", "sync-now"):
-            self.jobs_launched.labels(trigger)
+            for result in ("created", "adopted", "error"):
+                self.jobs_launched.labels(trigger, result)
         self.registry.register(_SourcesCollector(self))
 
     def observe_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:

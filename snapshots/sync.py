@@ -183,6 +183,12 @@ class SyncService:
         self._next_ping = 0.0
         self._last_retention = 0.0
         self._pending_deadline: float | None = None
+        # The last listing and ledger states, reused while only imports finished: a backlog
+        # of 10,000 files must not be listed and looked up again after every file.
+        self._dirty = True
+        self._listing: dict[str, Seen] = {}
+        self._listed_at = 0.0
+        self._states: dict[str, store.SnapshotState] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -259,6 +265,7 @@ class SyncService:
                         self.options.data_dir, recursive=self.options.recursive,
                         stop_event=self.stop_event, debounce=50, step=20,
                         rust_timeout=1000, yield_on_timeout=False, raise_interrupt=False):
+                    self._dirty = True  # the directory changed: list it again
                     self.wake.set()
             except Exception as exc:  # events are an optimisation; the rescan still works
                 log.warning("file events unavailable (%s); relying on the rescan", exc)
@@ -332,13 +339,22 @@ class SyncService:
     def _pass(self) -> bool:
         """List, settle, decide, dispatch. True when nothing is pending or in flight."""
         assert self._conn is not None and self._schema is not None
-        listing = self._list()
         now_mono, now_wall = time.monotonic(), time.time()
+        if (self._dirty or now_mono - self._listed_at >= self.options.rescan
+                or (self.options.poll and now_mono - self._listed_at >= 1.0)
+                or (self._pending_deadline is not None and now_mono >= self._pending_deadline)):
+            self._dirty = False
+            self._listing = self._list()
+            self._listed_at = now_mono
+            self._states = None
+        listing = self._listing
         if now_mono - self._last_rescan >= min(self.options.rescan, PING_SECONDS):
             # Reconsider failures now and then: `snapshots retry` may have asked for them.
             self._last_rescan = now_mono
             for rel in self._done_failed:
                 self._done.pop(rel, None)
+            if self._done_failed:
+                self._states = None  # `retry` shows in the ledger: read it again
             self._done_failed.clear()
         ready: list[tuple[str, Seen]] = []
         self._pending_deadline = None
@@ -372,7 +388,10 @@ class SyncService:
             del self._reported[gone]
 
         if ready:
-            states = store.snapshot_states(self._conn, self._schema, self.options.table)
+            if self._states is None:
+                self._states = store.snapshot_states(self._conn, self._schema,
+                                                     self.options.table)
+            states = self._states
             by_path = {str(self.options.data_dir / rel): (rel, seen) for rel, seen in ready}
             # Upsert merges in snapshot order (time never runs backwards): one file at a time,
             # and none while an earlier one may still be merging in another process.

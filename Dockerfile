@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
 # The snapshots CLI as an image: `docker run IMAGE import ...`, `docker run IMAGE sync ...`.
+# The same image runs the Kubernetes operator (`snapshots-operator`, see charts/).
 # docker-compose.yml runs `sync` from it; the Kubernetes CronJobs run `sync --once`.
 
 FROM python:3.12-slim AS build
@@ -7,7 +8,8 @@ WORKDIR /src
 # .dockerignore lets through only what the package needs.
 COPY pyproject.toml README.md ./
 COPY snapshots ./snapshots
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+COPY operator ./operator
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[operator]"
 
 FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

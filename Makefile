@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/snapshots list
 
 lint: $(STAMP)
-	$(BIN)/ruff check snapshots tests benchmarks
+	$(BIN)/ruff check snapshots operator tests benchmarks charts
 
 tools:
 	@$(PYTHON) .ci/check_tools.py

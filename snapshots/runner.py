@@ -41,23 +41,45 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
     Upsert mode stays sequential: merge order is snapshot order, so time never runs backwards.
     """
     workers = jobs or default_jobs()
+    state = "missing"
+    if workers > 1 and len(files) > 1 and options.mode != "upsert":
+        state = _table_state(conninfo, table, schema)
     if workers <= 1 or len(files) <= 1 or options.mode == "upsert" or (
-            options.mode == "auto" and _is_upsert_table(conninfo, table, schema)):
+            options.mode == "auto" and state == "upsert"):
         yield from _sequential(conninfo, files, table=table, schema=schema, options=options,
                                progress=progress, cancel=cancel)
         return
-    yield from _parallel(conninfo, files, table=table, schema=schema, options=options,
-                         workers=min(workers, len(files)), progress=progress, cancel=cancel)
+    pending = list(files)
+    # The first file in snapshot order creates the table, with the types of its data, as it
+    # would without --jobs; only then do the others load side by side (else whichever file
+    # won the race would choose the types, and an earlier file could fail against them).
+    while state == "missing" and pending and not options.dry_run:
+        yield from _sequential(conninfo, pending[:1], table=table, schema=schema,
+                               options=options, progress=progress, cancel=cancel)
+        del pending[0]
+        if cancel is not None and cancel.is_set():
+            return
+        state = _table_state(conninfo, table, schema)
+    if len(pending) <= 1:
+        if pending:
+            yield from _sequential(conninfo, pending, table=table, schema=schema,
+                                   options=options, progress=progress, cancel=cancel)
+        return
+    yield from _parallel(conninfo, pending, table=table, schema=schema, options=options,
+                         workers=min(workers, len(pending)), progress=progress, cancel=cancel)
 
 
-def _is_upsert_table(conninfo: str, table: str, schema: str | None) -> bool:
-    """Would `--mode auto` merge into this table? (Then files must go one by one, in order.)"""
+def _table_state(conninfo: str, table: str, schema: str | None) -> str:
+    """`missing`, `upsert` (what `--mode auto` would merge into: files must go one by one, in
+    order) or `append`."""
     from snapshots import schema as ddl
     from snapshots.config import connect
 
     with connect(conninfo) as conn:
         info = ddl.describe_table(conn, schema or ddl.current_schema(conn), table)
-    return info is not None and not info.has_snapshot_id and bool(info.primary_key)
+    if info is None:
+        return "missing"
+    return "upsert" if not info.has_snapshot_id and info.primary_key else "append"
 
 
 def _sequential(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,

@@ -65,7 +65,13 @@ class Record:
         return round((self.finished_at - self.started_at).total_seconds(), 3)
 
 
+ORIGINS = ("import", "sync", "job")
+
+
 def provenance(origin: str, role: str | None = None) -> dict[str, Any]:
+    """Who is importing. The operator's Jobs run `sync` but say `job` (SNAPSHOTS_ORIGIN)."""
+    if os.environ.get("SNAPSHOTS_ORIGIN") in ORIGINS:
+        origin = os.environ["SNAPSHOTS_ORIGIN"]
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

@@ -304,6 +304,30 @@ def test_several_files_with_two_jobs(tmp_path: Path, cli_env: dict[str, str], db
     assert len(pids) == 1  # one process
 
 
+def test_with_jobs_the_first_snapshot_still_chooses_the_types(tmp_path: Path,
+                                                              cli_env: dict[str, str],
+                                                              db_url: str,
+                                                              db_conn: psycopg.Connection
+                                                              ) -> None:
+    """The earliest file creates the table, as without --jobs: its decimals make the column
+    numeric, and the later files' integers fit. (Were a later file to win the race to create
+    the table, the column would be bigint and the earliest file would fail.) The first file
+    is the largest, so it reaches the table last if the files start side by side."""
+    first = tmp_path / "snapshot_20230101.csv"
+    first.write_bytes(HEADER + b"".join(b"%d,Name,Store,%d.5\n" % (i, i)
+                                        for i in range(1, 200_001)))
+    later = [tmp_path / f"snapshot_2023010{day}.csv" for day in (2, 3, 4)]
+    for path in later:
+        path.write_bytes(HEADER + b"1,Name,Store,100\n")
+    result = run_cli("--database", db_url, "import", "--jobs", "4", *later, first, env=cli_env)
+    assert result.returncode == 0, result.stderr
+    assert db_conn.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'snapshots' "
+        "AND column_name = 'credit_limit'").fetchone() == ("numeric",)
+    assert ledger(db_conn)[0][1] == first.name
+    assert count(db_conn, "snapshots") == 200_003
+
+
 def test_jobs_with_a_bad_file_among_good_ones(tmp_path: Path, cli_env: dict[str, str],
                                               db_url: str, db_conn: psycopg.Connection) -> None:
     good = [small(tmp_path, f"snapshot_2023010{day}.csv", offset=day * 10) for day in (1, 2, 3)]

@@ -314,7 +314,7 @@ def test_composite_key(keyed: Keyed) -> None:
 def test_upsert_mode_needs_a_key(keyed: Keyed) -> None:
     keyed.write("s_20230101.csv", "id\n1\n")
     result = keyed.run("--table", "fresh", "import", "--mode", "upsert", "s_20230101.csv",
-                       code=1)
+                       code=2)  # the command line asks for what can't be: a usage error
     assert "--mode upsert needs an existing table public.fresh with a primary key" \
         in result.stderr
     assert keyed.rows("SELECT to_regclass('fresh')") == [(None,)]

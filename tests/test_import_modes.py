@@ -172,9 +172,9 @@ def test_type_override(snap: Snap) -> None:
 
 def test_type_override_errors_name_the_problem(snap: Snap) -> None:
     snap.write("s_20230101.csv", "id\n1\n")
-    result = snap.run("import", "--type", "nope=int", "s_20230101.csv", code=1)
+    result = snap.run("import", "--type", "nope=int", "s_20230101.csv", code=2)
     assert "--type names a column the file does not have: nope" in result.stderr
-    result = snap.run("import", "--type", "id=no_such_type", "s_20230101.csv", code=1)
+    result = snap.run("import", "--type", "id=no_such_type", "s_20230101.csv", code=2)
     assert "unknown type 'no_such_type'" in result.stderr
     result = snap.run("import", "--type", "id", "s_20230101.csv", code=2)
     assert "expected COL=TYPE" in result.stderr
@@ -604,8 +604,8 @@ def test_table_name_limits(snap: Snap) -> None:
     result = snap.run("--table", "a" * 64, "import", "s_20230101.csv", code=2)
     assert "a table name is 1 to 63 bytes" in result.stderr
     # An append table also needs room for its `<table>_latest` view.
-    result = snap.run("--table", "b" * 60, "import", "s_20230101.csv", code=1)
-    assert "is too long for its view" in result.stderr
+    result = snap.run("--table", "b" * 60, "import", "s_20230101.csv", code=2)
+    assert "must leave room for its view" in result.stderr
     assert not snap.exists("b" * 60)
     assert [r["status"] for r in snap.ledger()] == ["failed"]
 
@@ -695,9 +695,9 @@ def test_unknown_word_is_a_usage_error(snap: Snap) -> None:
 def test_append_mode_on_a_keyed_table_is_refused(snap: Snap) -> None:
     snap.conn.execute("CREATE TABLE snapshots (id int PRIMARY KEY)")
     snap.write("s_20230101.csv", "id\n1\n")
-    result = snap.run("import", "--mode", "append", "s_20230101.csv", code=1)
+    result = snap.run("import", "--mode", "append", "s_20230101.csv", code=2)
     assert "--mode append needs a snapshot_id column" in result.stderr
     assert snap.scalar("SELECT count(*) FROM snapshots") == 0
     snap.conn.execute("CREATE TABLE plain (id int)")
-    result = snap.run("--table", "plain", "import", "s_20230101.csv", code=1)
+    result = snap.run("--table", "plain", "import", "s_20230101.csv", code=2)
     assert "neither a snapshot_id column nor a primary key" in result.stderr

@@ -569,7 +569,10 @@ def test_sync_down_follows_the_process(stack: Stack) -> None:
         process.wait_http(f"http://127.0.0.1:{stack.victim_port}/readyz")
         wait_until(lambda: not down_instances(), DEADLINE, interval=0.1,
                    message="the victim to be scraped")
-        assert prom.value(f'snapshots_database_up{{instance="{victim}"}}') == 1
+        # The first scrape may predate the connection (database_up starts at 0): wait for
+        # one taken after it.
+        wait_until(lambda: prom.value(f'snapshots_database_up{{instance="{victim}"}}') == 1,
+                   DEADLINE, interval=0.1, message="the victim's database_up to be 1")
         assert not labels_of(prom.query(not_ready))
         assert process.stop() == 0
         wait_until(lambda: down_instances() == {victim}, DEADLINE, interval=0.1,

@@ -227,9 +227,9 @@ def load_skipping(importer: Importer, path: Path, header: Header, target: _Targe
             ddl.create_snapshot_index(conn, importer.schema, importer.table)
             ddl.create_latest_view(conn, importer.schema, importer.table)
         return good, rejected, detail
-    stage = importer._stage(target, list(types))
+    stage = importer._stage(target, list(types), with_lines=True)
     conn.execute(sql.SQL(
-        "INSERT INTO {} ({}, _record) OVERRIDING SYSTEM VALUE "
+        "INSERT INTO {} ({}, _record) "
         "SELECT {}, _line FROM {} WHERE _reason IS NULL").format(stage, cols, typed, STAGE))
     spare = None
     if opts.delete_missing and rejected:

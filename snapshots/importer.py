@@ -512,12 +512,25 @@ class Importer:
         """
         stream, hasher = open_content(path)
         total = path.stat().st_size
+        # Before PostgreSQL 18, a line that is just `\.` ends COPY's input even in CSV mode:
+        # the rows after it would be lost without an error. Look for it (a C-speed search).
+        eof_marker = self.conn.info.server_version < 180000
+        tail = b"\n"
         with stream, self.conn.cursor() as cur:
             with cur.copy(self._copy_statement(relation, columns)) as copy:
                 def feed() -> Iterator[bytes]:
+                    nonlocal tail
                     for chunk in iter_chunks(stream):
                         if self.cancel.is_set():
                             raise InterruptedImport(f"{path}: cancelled; nothing written")
+                        if eof_marker:
+                            window = tail + chunk
+                            if b"\n\\.\n" in window or b"\n\\.\r\n" in window:
+                                raise InputError(
+                                    "a line that is just \\. would end the load early on "
+                                    "PostgreSQL before 18; nothing written", file=path,
+                                    hint='quote the value ("\\.") or load into PostgreSQL 18+')
+                            tail = window[-4:]
                         copy.write(chunk)
                         if self.progress:
                             self.progress(hasher.bytes_read, total)
@@ -526,6 +539,10 @@ class Importer:
                 for chunk in feed():
                     if inference is not None:
                         inference.feed(chunk)
+                if eof_marker and (tail.endswith(b"\n\\.") or tail.endswith(b"\n\\.\r")):
+                    raise InputError("the last line is just \\., which PostgreSQL before 18 "
+                                     "drops as an end marker; nothing written", file=path,
+                                     hint='quote the value ("\\.") or load into PostgreSQL 18+')
                 if inference is not None:
                     inference.finish()
             rows = cur.rowcount

@@ -395,7 +395,9 @@ class SyncService:
             by_path = {str(self.options.data_dir / rel): (rel, seen) for rel, seen in ready}
             # Upsert merges in snapshot order (time never runs backwards): one file at a time,
             # and none while an earlier one may still be merging in another process.
-            limit = 1 if self._merges() else self.options.jobs
+            # The first file (in date order) creates the table and decides its types: it
+            # goes alone, then the rest load in parallel.
+            limit = 1 if self._merges() or not self._table_exists() else self.options.jobs
             if limit == 1 and self._held_elsewhere:
                 limit = 0
             for path in load_order(Path(p) for p in by_path):
@@ -425,6 +427,10 @@ class SyncService:
             return mode == "upsert"
         info = ddl.describe_table(self._conn, self._schema, self.options.table)
         return info is not None and bool(info.primary_key) and not info.has_snapshot_id
+
+    def _table_exists(self) -> bool:
+        assert self._conn is not None and self._schema is not None
+        return ddl.describe_table(self._conn, self._schema, self.options.table) is not None
 
     def _list(self) -> dict[str, Seen]:
         """Candidate files, relative to the data dir: matching, complete-looking, not hidden."""

@@ -1,0 +1,31 @@
+"""Behaviour that differs between PostgreSQL versions (run against 15 in CI's smoke subset)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import run_cli
+
+pytestmark = pytest.mark.smoke
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_a_backslash_dot_line_is_data_or_a_clear_error(
+        tmp_path: Path, db_url: str, db_conn: psycopg.Connection, cli_env: dict[str, str],
+        ending: str) -> None:
+    # Before PostgreSQL 18, COPY reads a line `\.` as the end of the data, even in CSV mode:
+    # the rows after it would vanish without an error.
+    body = "value\nfirst\n\\.\nlast\n" if ending else "value\nfirst\nsecond\n\\."
+    path = tmp_path / "snapshot_20230101.csv"
+    path.write_bytes(body.replace("\n", ending or "\n").encode())
+    result = run_cli("--database", db_url, "import", str(path), env=cli_env)
+    if db_conn.info.server_version >= 180000:
+        assert result.returncode == 0, result.stderr
+        values = [r[0] for r in db_conn.execute("SELECT value FROM snapshots ORDER BY 1")]
+        assert "\\." in values and len(values) == 3
+    else:
+        assert result.returncode == 1
+        assert "\\." in result.stderr and "nothing written" in result.stderr
+        assert db_conn.execute("SELECT to_regclass('snapshots')").fetchone() == (None,)

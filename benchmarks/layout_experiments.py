@@ -8,12 +8,17 @@ started in a temporary directory and deleted at the end:
 
 1. Load cost of each candidate table shape: ``psql \\copy`` of a deterministic seed-format CSV
    (``user_id,name,store_name,credit_limit``) into a fresh LOGGED table, the variants
-   alternated (the order rotates every repetition), median and min-max reported.
+   alternated (the order rotates every repetition), median and min-max reported: (a) the 4
+   columns, (b) + ``snapshot_id`` whose DEFAULT reads ``current_setting()``, (h) a constant
+   DEFAULT and (i) an IMMUTABLE-declared wrapper for comparison, (c) b + btree, (d) b + BRIN,
+   (e) b + foreign key to a ledger, (f) typed UNLOGGED staging + ``INSERT ... SELECT``,
+   (g) two concurrent COPY streams of the file's halves into b.
 2. 10,000 snapshots: one plain table (no index, btree, BRIN on ``snapshot_id``) against one
    LIST partition per snapshot on the default ``max_locks_per_transaction``.
 3. The cost of re-reading the file for an "already imported" check (sha256, 1 MiB chunks).
 
-The CSV files are cached in ``benchmarks/.work/`` (regenerated when missing).
+The CSV files are cached in ``benchmarks/.work/`` (regenerated when missing). About 14
+minutes on an otherwise idle 2-core machine; ``--reps 3`` or ``--skip 2`` for less.
 """
 
 from __future__ import annotations

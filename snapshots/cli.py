@@ -554,6 +554,8 @@ def forget_cmd(ctx: click.Context, targets: tuple[str, ...], older_than: int | N
         click.echo("nothing to forget")
     for word in missing:
         click.echo(f"error: no imported snapshot {word} in {settings.table_name}", err=True)
+    if missing and len(targets) > len(missing):
+        click.echo("hint: nothing was forgotten: forget is all or nothing", err=True)
     ctx.exit(1 if missing else 0)
 
 

@@ -284,6 +284,9 @@ class Header:
 
 def check_names(raw: Sequence[str], *, file: str, line: int | None = 1) -> Header:
     """Normalise header names; empty, colliding and over-long names are errors."""
+    if not raw:
+        raise InputError("the header line is empty", file=file, line=line,
+                         hint="a snapshot starts with a line of column names")
     if len(raw) > MAX_COLUMNS:
         raise InputError(f"{len(raw)} columns, more than PostgreSQL's limit of {MAX_COLUMNS}",
                          file=file, line=line)

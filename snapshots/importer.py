@@ -9,10 +9,12 @@ together or not at all; a killed process leaves a claim that the next run marks 
 from __future__ import annotations
 
 import csv
+import gzip
 import itertools
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +265,11 @@ class Importer:
         try:
             rows, rejected, detail = self._load(path, header, sha, import_id, existing,
                                                 result.snapshot_date, same)  # type: ignore[arg-type]
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            error = InputError(f"cannot read the compressed file: {exc}; nothing written",
+                               file=path)
+            self._record_failure(import_id, error, path)
+            raise error from None
         except BaseException as exc:
             self._record_failure(import_id, exc, path)
             raise
@@ -293,10 +300,15 @@ class Importer:
             message = "interrupted"
         else:
             message = first_line(str(exc)) or type(exc).__name__
+        # Not the file's fault: a cancellation, a lost server, options that don't fit the
+        # table. Such a failure doesn't stop sync from trying the same bytes again.
+        retry = isinstance(exc, (InterruptedImport, KeyboardInterrupt, UsageError,
+                                 DatabaseUnavailable, psycopg.errors.QueryCanceled,
+                                 psycopg.OperationalError))
         try:
             if self.conn.broken or self.conn.closed:
                 self.conn = connect(self.conninfo)
-            store.mark_failed(self.conn, self.schema, import_id, message)
+            store.mark_failed(self.conn, self.schema, import_id, message, retry=retry)
         except (psycopg.Error, SnapshotsError):
             # The claim stays `importing`; its owner (us) is gone once this connection closes,
             # so the next run's reaper marks it interrupted.

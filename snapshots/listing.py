@@ -95,8 +95,4 @@ def forget_snapshots(conninfo: str, *, table: str, schema: str | None, ids: Sequ
         result = store.forget(conn, schema, table, ids=ids, names=names,
                               older_than_days=older_than_days, keep=keep,
                               delete_rows=delete_rows)
-    found_ids = {r.id for r in result.records}
-    found_names = {r.file_name for r in result.records}
-    missing = [f"#{i}" for i in ids if i not in found_ids]
-    missing += [n for n in names if n not in found_names]
-    return result, missing
+    return result, result.missing

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -144,10 +144,15 @@ def mark_imported(conn: psycopg.Connection, schema: str, import_id: int, *, rows
     ).format(ledger(schema)), (rows, rejected, same_content_as, import_id))
 
 
-def mark_failed(conn: psycopg.Connection, schema: str, import_id: int, error: str) -> None:
+def mark_failed(conn: psycopg.Connection, schema: str, import_id: int, error: str, *,
+                retry: bool = False) -> None:
+    """`retry`: the file is not at fault (cancelled, database lost, wrong options), so sync
+    may try it again without waiting for new bytes or `snapshots retry`."""
     conn.execute(sql.SQL(
-        "UPDATE {} SET status = 'failed', error = %s, finished_at = clock_timestamp() "
-        "WHERE id = %s AND status = 'importing'").format(ledger(schema)), (error, import_id))
+        "UPDATE {} SET status = 'failed', error = %s, finished_at = clock_timestamp(), "
+        "retry_requested_at = CASE WHEN %s THEN now() END "
+        "WHERE id = %s AND status = 'importing'").format(ledger(schema)),
+        (error, retry, import_id))
 
 
 def mark_status(conn: psycopg.Connection, schema: str, ids: Sequence[int], status: str) -> None:
@@ -193,7 +198,8 @@ def reap_name(conn: psycopg.Connection, schema: str, table: str, file_name: str)
 
 _INTERRUPTED = sql.SQL(
     "UPDATE {} SET status = 'failed', finished_at = clock_timestamp(), "
-    "error = 'interrupted: the importing process went away before it finished' "
+    "error = 'interrupted: the importing process went away before it finished', "
+    "retry_requested_at = now() "  # not the file's fault: sync tries it again
     "WHERE status = 'importing'")
 
 
@@ -324,6 +330,7 @@ def dumps(value: Any) -> str:
 class ForgetResult:
     records: list[Record]
     rows_deleted: int
+    missing: list[str] = field(default_factory=list)  # asked for, but not imported
 
 
 def forget(conn: psycopg.Connection, schema: str, table: str, *, ids: Sequence[int] = (),
@@ -352,6 +359,10 @@ def forget(conn: psycopg.Connection, schema: str, table: str, *, ids: Sequence[i
         chosen = _records(conn, _select(schema) + sql.SQL(
             " WHERE table_name = %s AND status = 'imported' AND ") + condition +
             sql.SQL(" ORDER BY id FOR UPDATE"), params)
+        missing = [f"#{i}" for i in ids if i not in {r.id for r in chosen}]
+        missing += [n for n in names if n not in {r.file_name for r in chosen}]
+        if missing:
+            return ForgetResult([], 0, missing)  # all or nothing
         deleted = 0
         if chosen and delete_rows:
             deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
@@ -372,15 +383,18 @@ class SnapshotState:
     status: str
     sha256: str
     retry_requested: bool
+    # Asked for by `snapshots retry` after the failure (not set automatically with it).
+    explicit_retry: bool = False
 
 
 def snapshot_states(conn: psycopg.Connection, schema: str, table: str) -> dict[str, SnapshotState]:
     rows = conn.execute(sql.SQL(
-        "SELECT DISTINCT ON (file_name) file_name, status, sha256, retry_requested_at IS NOT NULL "
+        "SELECT DISTINCT ON (file_name) file_name, status, sha256, "
+        "retry_requested_at IS NOT NULL, coalesce(retry_requested_at > finished_at, false) "
         "FROM {} WHERE table_name = %s "
         "ORDER BY file_name, (status = 'imported') DESC, id DESC").format(ledger(schema)),
         (table,)).fetchall()
-    return {r[0]: SnapshotState(r[1], r[2], bool(r[3])) for r in rows}
+    return {r[0]: SnapshotState(r[1], r[2], bool(r[3]), bool(r[4])) for r in rows}
 
 
 @dataclass(frozen=True)

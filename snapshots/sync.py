@@ -166,6 +166,9 @@ class SyncService:
         self._first_seen: dict[str, tuple[Seen, float]] = {}  # path -> (signature, since)
         self._done: dict[str, Seen] = {}  # files settled for good at this signature
         self._done_failed: set[str] = set()  # of those, failures: a `retry` may reopen them
+        # What this process tried itself: a failure that is not the file's fault asks for a
+        # retry, but by the next process (or an explicit `snapshots retry`), not in a loop.
+        self._attempted: dict[str, Seen] = {}
         self._last_rescan = time.monotonic()
         self._memory: dict[str, store.FileMemory] = {}
         self._in_flight: dict[str, Future[FileResult]] = {}
@@ -225,6 +228,8 @@ class SyncService:
                         self._database_lost(exc)
                         idle = False
                     if self.options.once and idle:
+                        self._last_retention = 0.0  # after the pass that loaded the backlog
+                        self._retention()
                         break
                 else:
                     self._gauge_pending(self._list())  # keep watching while it is down
@@ -503,8 +508,16 @@ class SyncService:
                     detail=f"{path.name} was imported with different content; nothing "
                            "written (snapshots import --replace supersedes it)"))
                 return
-        if state is not None and state.status == "failed" and state.sha256 == sha \
+        if state is not None and state.status == "forgotten" and state.sha256 == sha \
                 and not state.retry_requested:
+            # Forgotten on purpose (by hand or --retention-days): the file staying in the
+            # directory must not bring it back. `snapshots import` still can.
+            self._settle(rel, seen, FileResult(path=path, result="skipped", file_name=path.name,
+                                               sha256=sha, detail="forgotten"), quiet=True)
+            return
+        tried_here = self._attempted.get(rel) == seen and not (state and state.explicit_retry)
+        if state is not None and state.status == "failed" and state.sha256 == sha \
+                and (not state.retry_requested or tried_here):
             self._done[rel] = seen  # failed before with these bytes: wait for change or retry
             self._done_failed.add(rel)
             if self.summary.failed == 0 or path.name not in {
@@ -518,6 +531,8 @@ class SyncService:
         self._dispatch(rel, seen, path, (sha, seen.size))
 
     def _dispatch(self, rel: str, seen: Seen, path: Path, known: tuple[str, int]) -> None:
+        self._attempted[rel] = seen
+
         def work() -> FileResult:
             importer = self._importer()
             with self._lock:

@@ -102,7 +102,8 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 log.exception("unexpected error")
             from snapshots.config import first_line
             click.echo(f"error: {type(exc).__name__}: {first_line(str(exc))}", err=True)
-            click.echo("hint: run with -v for the traceback", err=True)
+            if settings.verbosity < 1:
+                click.echo("hint: run with -v for the traceback", err=True)
             ctx.exit(int(ExitCode.FAILED))
 
     return wrapper
@@ -186,7 +187,21 @@ def _unescape(value: str) -> str:
     return {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(value, value)
 
 
+def _named(name: str, decorator: Callable[..., Any]) -> Callable[..., Any]:
+    decorator.snapshots_name = name  # type: ignore[attr-defined]
+    return decorator
+
+
 def import_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    return _loading_options(func, dry_run=True)
+
+
+def sync_loading_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """import's loading options without --dry-run (a service that writes nothing is no use)."""
+    return _loading_options(func, dry_run=False)
+
+
+def _loading_options(func: Callable[..., Any], *, dry_run: bool) -> Callable[..., Any]:
     decorators = [
         click.option("--mode", type=click.Choice(["auto", "append", "upsert"]), default="auto",
                      envvar="SNAPSHOTS_MODE", show_default=True,
@@ -198,8 +213,8 @@ def import_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Upsert a snapshot older than the newest one merged."),
         click.option("--delete-missing", is_flag=True, envvar="SNAPSHOTS_DELETE_MISSING",
                      help="Upsert: delete rows whose key is not in the snapshot."),
-        click.option("--dry-run", is_flag=True, envvar="SNAPSHOTS_DRY_RUN",
-                     help="Validate every row; write nothing."),
+        _named("dry_run", click.option("--dry-run", is_flag=True, envvar="SNAPSHOTS_DRY_RUN",
+                                       help="Validate every row; write nothing.")),
         click.option("--on-error", type=click.Choice(["abort", "skip"]), default="abort",
                      envvar="SNAPSHOTS_ON_ERROR", show_default=True,
                      help="skip: load the good rows, keep bad ones in snapshot_rejects."),
@@ -227,6 +242,8 @@ def import_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--pushgateway", metavar="URL", envvar="SNAPSHOTS_PUSHGATEWAY",
                      help="Push this run's metrics to a Prometheus Pushgateway."),
     ]
+    if not dry_run:
+        decorators = [d for d in decorators if getattr(d, "snapshots_name", "") != "dry_run"]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
@@ -368,7 +385,7 @@ def _print_result(result: Any, *, quiet: bool, echo: Callable[[str], Any]) -> No
                    "when it exists].")
 @click.option("--retention-days", type=click.IntRange(min=1), envvar="SNAPSHOTS_RETENTION_DAYS",
               help="Forget snapshots older than D days after each pass (append mode).")
-@import_options
+@sync_loading_options
 @_shared_options
 @click.pass_context
 @handle_errors
@@ -387,8 +404,6 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
     from snapshots.sync import DEFAULT_PATTERNS, SyncOptions, SyncService, write_summary
 
     settings = _settings(ctx, database, table, schema_)
-    if options["dry_run"]:
-        raise UsageError("sync has no --dry-run: use `snapshots import --dry-run DIR`")
     if options["max_rejects"] is not None and options["on_error"] != "skip":
         raise UsageError("--max-rejects goes with --on-error skip")
     if settings.verbosity == 0:

@@ -421,9 +421,13 @@ def test_forget_unknown_and_usage_errors(forget_db: Db) -> None:
     result = db.run("forget", "--table", "other", "s_20230101.csv", code=1)
     assert statuses(db) == {1: "imported"}
 
-    # Known and unknown together: the known one is forgotten, the unknown one reported.
+    # Known and unknown together: all or nothing, so nothing is forgotten.
     result = db.run("forget", "s_20230101.csv", "nope.csv", code=1)
-    assert "forgot s_20230101.csv (#1)" in result.stdout
+    assert "forgot" not in result.stdout
+    assert "no imported snapshot nope.csv" in result.stderr
+    assert "nothing was forgotten" in result.stderr
+    assert statuses(db) == {1: "imported"}
+    db.run("forget", "s_20230101.csv")
     assert statuses(db) == {1: "forgotten"}
     result = db.run("forget", "s_20230101.csv", code=1)  # already forgotten
     assert "no imported snapshot s_20230101.csv" in result.stderr

@@ -551,6 +551,28 @@ def test_sigterm_beyond_grace_cancels_and_rolls_back(
     assert "cancel" in attempts[0]["error"] or "interrupted" in attempts[0]["error"]
     assert data_rows(db_conn, attempts[0]["id"]) == 0
     assert data_rows(db_conn) == 3  # the small file's rows, nothing of the big one
+    # A cancelled load is not the file's fault: the next run loads it, not "still failed".
+    result, _ = run_once(db_url, data_dir, cli_env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["files"]["imported"] == 1
+    assert imported(db_conn)[name]["row_count"] == BIG_ROWS
+
+
+def test_retention_forgets_for_good(db_url: str, db_conn: psycopg.Connection, data_dir: Path,
+                                   cli_env: dict[str, str]) -> None:
+    # Snapshot dates decades ago: older than any retention. The files stay in the directory.
+    put(data_dir, "snapshot_20000101.csv", csv_text(2))
+    put(data_dir, "snapshot_20000102.csv", csv_text(3, seed=1))
+    for run in range(3):
+        result, _ = run_once(db_url, data_dir, cli_env, "--retention-days", "30")
+        assert result.returncode == 0, result.stderr
+        statuses_now = {r[0]: r[1] for r in db_conn.execute(
+            "SELECT file_name, status FROM snapshot_imports ORDER BY id")}
+        # Loaded and forgotten in the first run; never loaded again while the bytes stay.
+        assert statuses_now == {"snapshot_20000101.csv": "forgotten",
+                                "snapshot_20000102.csv": "forgotten"}, run
+        assert db_conn.execute("SELECT count(*) FROM snapshot_imports").fetchone() == (2,)
+        assert data_rows(db_conn) == 0
 
 
 # --------------------------------------------------------------------------- --once

@@ -652,3 +652,44 @@ class StreamInference:
             if index not in self.exact.overrides:
                 self.exact.widen(index)
                 self.exact._seen_value[index] = True
+
+
+def first_malformed_record(path: Path, options: CsvOptions) -> int | None:
+    """The line where the first badly quoted record starts, or None when all are fine.
+
+    PostgreSQL's COPY reads a quote inside an unquoted field (`12" pizza`) as the start of a
+    quoted section and silently joins records until the next quote. The importer calls this
+    only when COPY's row count differs from the file's line count, which well-formed files
+    without line breaks inside fields never do.
+    """
+    q, d = re.escape(options.quote), re.escape(options.delimiter)
+    field = rf"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{d}{q}\r\n]*)"
+    record = re.compile(rf"{field}(?:{d}{field})*(?:\r\n|\n|\r)")
+    stream, _ = open_content(path)
+    decoder = codecs.getincrementaldecoder(options.python_encoding)("replace")
+    text, line, started = "", 1, False
+    with stream:
+        chunks = iter_chunks(stream)
+        finished = False
+        while not finished:
+            chunk = next(chunks, None)
+            if chunk is None:
+                finished = True
+                text += decoder.decode(b"", final=True)
+                if text and not text.endswith(("\n", "\r")):
+                    text += "\n"
+            else:
+                text += decoder.decode(chunk)
+            if not started:
+                text, started = text.removeprefix("\ufeff"), True
+            pos = 0
+            while pos < len(text):
+                match = record.match(text, pos)
+                if match is None:
+                    if finished or len(text) - pos > MAX_RECORD_CARRY:
+                        return line
+                    break  # the record may go on in the next chunk
+                line += text.count("\n", pos, match.end()) or 1
+                pos = match.end()
+            text = text[pos:]
+    return None

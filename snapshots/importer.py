@@ -32,6 +32,7 @@ from snapshots.csvfile import (
     Header,
     StreamInference,
     decoded_lines,
+    first_malformed_record,
     iter_chunks,
     open_content,
     read_header,
@@ -528,10 +529,11 @@ class Importer:
         # the rows after it would be lost without an error. Look for it (a C-speed search).
         eof_marker = self.conn.info.server_version < 180000
         tail = b"\n"
+        newlines, last = 0, b"\n"  # to compare COPY's row count with the file's line count
         with stream, self.conn.cursor() as cur:
             with cur.copy(self._copy_statement(relation, columns)) as copy:
                 def feed() -> Iterator[bytes]:
-                    nonlocal tail
+                    nonlocal tail, newlines, last
                     for chunk in iter_chunks(stream):
                         if self.cancel.is_set():
                             raise InterruptedImport(f"{path}: cancelled; nothing written")
@@ -544,6 +546,8 @@ class Importer:
                                     hint='quote the value ("\\.") or load into PostgreSQL 18+')
                             tail = window[-4:]
                         copy.write(chunk)
+                        newlines += chunk.count(b"\n")
+                        last = chunk[-1:]
                         if self.progress:
                             self.progress(hasher.bytes_read, total)
                         yield chunk
@@ -560,6 +564,14 @@ class Importer:
             rows = cur.rowcount
             while hasher.read(1 << 16):  # a gzip member's trailer may be left unread
                 pass
+        lines = newlines + (0 if last == b"\n" else 1) - (1 if self.options.csv.header else 0)
+        if rows != lines:  # line breaks inside fields, or a stray quote that joined records
+            bad = first_malformed_record(path, self.options.csv)
+            if bad is not None:
+                raise InputError(
+                    "malformed quoting: a quote inside an unquoted field joins the records "
+                    "after it; nothing written", file=path, line=bad,
+                    hint='quote the whole field and double the quote inside: "12"" pizza"')
         if hasher.sha256.hexdigest() != sha:
             raise InputError("the file changed while it was being imported; nothing written",
                              file=path, hint="write snapshots elsewhere and rename them in")

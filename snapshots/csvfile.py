@@ -521,6 +521,7 @@ _FAST = {
     TIMESTAMP: _FAST_TS,
     TIMESTAMPTZ: _FAST_TS + _OFFSET,
 }
+FEED_PIECE = 128 << 10
 MAX_RECORD_CARRY = 64 << 20  # a record longer than this ends inference: its columns stay text
 
 
@@ -551,6 +552,12 @@ class StreamInference:
     # The stream -----------------------------------------------------------------
 
     def feed(self, chunk: bytes) -> None:
+        # re holds the GIL for a whole match: small pieces let the COPY writer thread send
+        # between them, so the server never waits for us.
+        for start in range(0, len(chunk), FEED_PIECE):
+            self._feed(chunk[start:start + FEED_PIECE])
+
+    def _feed(self, chunk: bytes) -> None:
         if self._given_up:
             return
         text = self._carry + self._decoder.decode(chunk)

@@ -18,9 +18,11 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from snapshots import schema as ddl
 from snapshots import store
@@ -531,7 +533,8 @@ class Importer:
         tail = b"\n"
         newlines, last = 0, b"\n"  # to compare COPY's row count with the file's line count
         with stream, self.conn.cursor() as cur:
-            with cur.copy(self._copy_statement(relation, columns)) as copy:
+            with cur.copy(self._copy_statement(relation, columns),
+                          writer=_BoundedWriter(cur)) as copy:
                 def feed() -> Iterator[bytes]:
                     nonlocal tail, newlines, last
                     for chunk in iter_chunks(stream):
@@ -882,6 +885,15 @@ def _connection_lost(conn: psycopg.Connection, exc: psycopg.OperationalError) ->
     state = exc.sqlstate or ""
     return conn.broken or conn.closed or not state or state.startswith("08") or \
         state in ("57P01", "57P02", "57P03")
+
+
+class _BoundedWriter(QueuedLibpqWriter):
+    """Sends to the server from a worker thread, so reading, hashing and type checks overlap
+    the socket instead of waiting for it; at most about 8 MB is queued (flat memory)."""
+
+    def __init__(self, cursor: psycopg.Cursor[object]) -> None:
+        super().__init__(cursor)
+        self._queue = Queue(maxsize=64)  # items of at most 128 kB each
 
 
 class _NeedsWider(Exception):

@@ -309,9 +309,15 @@ class Importer:
                                  DatabaseUnavailable, psycopg.errors.QueryCanceled,
                                  psycopg.OperationalError))
         try:
-            if self.conn.broken or self.conn.closed:
+            try:
+                if self.conn.broken or self.conn.closed:
+                    raise psycopg.OperationalError("connection lost")
+                store.mark_failed(self.conn, self.schema, import_id, message, retry=retry)
+            except psycopg.OperationalError:
+                # The connection died with the load (it may not know yet): a new one records it.
+                self.conn.close()
                 self.conn = connect(self.conninfo)
-            store.mark_failed(self.conn, self.schema, import_id, message, retry=retry)
+                store.mark_failed(self.conn, self.schema, import_id, message, retry=retry)
         except (psycopg.Error, SnapshotsError):
             # The claim stays `importing`; its owner (us) is gone once this connection closes,
             # so the next run's reaper marks it interrupted.

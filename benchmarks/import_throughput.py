@@ -215,6 +215,8 @@ def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series]:
 def scenario_upsert(uri: str, first: Path, second: Path, rounds: int) -> tuple[Series, Series]:
     ours, theirs = Series("snapshots upsert (10% changed)"), Series("psql \\copy of the first")
     keyed = ("(user_id bigint PRIMARY KEY, name text, store_name text, credit_limit numeric)")
+    subprocess.run([*SNAPSHOTS, "-q", "--database", uri, "migrate"], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
     for n in range(rounds):
         sql(uri, "DROP TABLE IF EXISTS bench_upsert", "DROP TABLE IF EXISTS bench_upsert_psql",
             f"CREATE TABLE bench_upsert {keyed}", f"CREATE TABLE bench_upsert_psql {keyed}",

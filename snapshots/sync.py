@@ -29,7 +29,7 @@ import psycopg
 from snapshots import __version__, store
 from snapshots import schema as ddl
 from snapshots.config import connect, first_line
-from snapshots.csvfile import load_order, sha256_file
+from snapshots.csvfile import sha256_file, snapshot_date
 from snapshots.errors import DatabaseUnavailable, InputError, SnapshotsError, UsageError
 from snapshots.importer import FileResult, Importer, ImportOptions
 from snapshots.metrics import Metrics
@@ -188,6 +188,7 @@ class SyncService:
         self._pending_deadline: float | None = None
         # The last listing and ledger states, reused while only imports finished: a backlog
         # of 10,000 files must not be listed and looked up again after every file.
+        self._order_keys: dict[str, tuple[int, object, str]] = {}  # load order, per path
         self._dirty = True
         self._listing: dict[str, Seen] = {}
         self._listed_at = 0.0
@@ -405,11 +406,13 @@ class SyncService:
             limit = 1 if self._merges() or not self._table_exists() else self.options.jobs
             if limit == 1 and self._held_elsewhere:
                 limit = 0
-            for path in load_order(Path(p) for p in by_path):
+            # Sort keys are computed once per file, not once per pass: a backlog of 10,000
+            # files is sorted after every file that finishes.
+            for key in sorted(by_path, key=self._order_key):
                 if self.stop_event.is_set() or len(self._in_flight) >= limit:
                     break
-                rel, seen = by_path[str(path)]
-                self._consider(rel, seen, states.get(path.name))
+                rel, seen = by_path[key]
+                self._consider(rel, seen, states.get(Path(key).name))
 
         still_pending = self._gauge_pending(listing)
         self._retention()
@@ -432,6 +435,15 @@ class SyncService:
             return mode == "upsert"
         info = ddl.describe_table(self._conn, self._schema, self.options.table)
         return info is not None and bool(info.primary_key) and not info.has_snapshot_id
+
+    def _order_key(self, path: str) -> tuple[int, object, str]:
+        key = self._order_keys.get(path)
+        if key is None:
+            name = os.path.basename(path)
+            day = snapshot_date(name)
+            key = (0, day, name) if day else (1, None, name)
+            self._order_keys[path] = key
+        return key
 
     def _table_exists(self) -> bool:
         assert self._conn is not None and self._schema is not None

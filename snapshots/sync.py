@@ -398,7 +398,8 @@ class SyncService:
                 self._states = store.snapshot_states(self._conn, self._schema,
                                                      self.options.table)
             states = self._states
-            by_path = {str(self.options.data_dir / rel): (rel, seen) for rel, seen in ready}
+            root = str(self.options.data_dir)  # os.path, not pathlib: this runs per pass
+            by_path = {os.path.join(root, rel): (rel, seen) for rel, seen in ready}
             # Upsert merges in snapshot order (time never runs backwards): one file at a time,
             # and none while an earlier one may still be merging in another process.
             # The first file (in date order) creates the table and decides its types: it
@@ -412,7 +413,7 @@ class SyncService:
                 if self.stop_event.is_set() or len(self._in_flight) >= limit:
                     break
                 rel, seen = by_path[key]
-                self._consider(rel, seen, states.get(Path(key).name))
+                self._consider(rel, seen, states.get(os.path.basename(key)))
 
         still_pending = self._gauge_pending(listing)
         self._retention()

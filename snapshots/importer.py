@@ -8,9 +8,7 @@ together or not at all; a killed process leaves a claim that the next run marks 
 
 from __future__ import annotations
 
-import csv
 import gzip
-import itertools
 import logging
 import threading
 import time
@@ -27,13 +25,12 @@ from psycopg.copy import QueuedLibpqWriter
 from snapshots import schema as ddl
 from snapshots import store
 from snapshots.config import connect, first_line
-from snapshots.copyerrors import input_error_from_copy, malformed_csv, physical_line
+from snapshots.copyerrors import input_error_from_copy, physical_line
 from snapshots.csvfile import (
     TEXT,
     CsvOptions,
     Header,
     StreamInference,
-    decoded_lines,
     first_malformed_record,
     iter_chunks,
     open_content,
@@ -57,7 +54,6 @@ from snapshots.errors import (
 log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 4 << 20  # bytes read to guess types before the table is created
-BATCH_ROWS = 20_000  # rows per inference batch: big enough to keep the work in C
 MAX_WIDENINGS = 64  # a file can't need more retries than this without something being wrong
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -481,36 +477,6 @@ class Importer:
         for index in forced_text:
             inference.widen(index)
         return inference
-
-    def _record_batches(self, path: Path, *, limit: int | None = None,
-                        chunks: Iterator[bytes] | None = None) -> Iterator[list[list[str]]]:
-        opts = self.options.csv
-        own_stream = None
-        if chunks is None:
-            own_stream, _ = open_content(path)
-            chunks = iter_chunks(own_stream)
-        try:
-            encoding = "utf-8-sig" if opts.python_encoding == "utf-8" else opts.python_encoding
-            reader = opts.reader(decoded_lines(chunks, encoding, file=str(path)))
-            if opts.header:
-                next(reader, None)
-            remaining = limit
-            while True:
-                size = BATCH_ROWS if remaining is None else min(BATCH_ROWS, remaining)
-                if size <= 0:
-                    return
-                try:
-                    batch = list(itertools.islice(reader, size))
-                except csv.Error as exc:
-                    raise malformed_csv(exc, path, opts, reader.line_num) from None
-                if not batch:
-                    return
-                yield batch
-                if remaining is not None:
-                    remaining -= len(batch)
-        finally:
-            if own_stream is not None:
-                own_stream.close()
 
     # ------------------------------------------------------------------ append
 

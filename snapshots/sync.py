@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import heapq
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -71,9 +72,8 @@ class SyncOptions:
             raise UsageError("--settle and --grace must be >= 0, --rescan > 0, --jobs >= 1")
 
 
-@dataclass(frozen=True)
-class Seen:
-    """A file as listed: enough to tell whether it changed."""
+class Seen(NamedTuple):
+    """A file as listed: enough to tell whether it changed (a tuple: compared per file, often)."""
 
     size: int
     mtime_ns: int
@@ -187,12 +187,18 @@ class SyncService:
         self._last_retention = 0.0
         self._pending_deadline: float | None = None
         # The last listing and ledger states, reused while only imports finished: a backlog
-        # of 10,000 files must not be listed and looked up again after every file.
-        self._order_keys: dict[str, tuple[int, object, str]] = {}  # load order, per path
+        # of 10,000 files must not be listed, looked up or sorted again after every file. A
+        # pass touches only the files that are waiting to settle and the head of the queue.
+        self._order_keys: dict[str, tuple[tuple[int, object, str], str]] = {}
         self._dirty = True
         self._listing: dict[str, Seen] = {}
         self._listed_at = 0.0
         self._states: dict[str, store.SnapshotState] | None = None
+        self._pending: set[str] = set()  # listed, not settled for good at this signature
+        self._waiting: dict[str, Seen] = {}  # pending, not yet settled on disk (or held)
+        self._ready: list[tuple[tuple[int, object, str], str]] = []  # heap, in load order
+        self._shape: tuple[bool, bool] | None = None  # (table exists, merges): per listing
+        self._gauged_at = 0.0
 
     # ------------------------------------------------------------------ control
 
@@ -233,7 +239,8 @@ class SyncService:
                         self._retention()
                         break
                 else:
-                    self._gauge_pending(self._list())  # keep watching while it is down
+                    self._relist(time.monotonic())  # keep the gauges true while it is down
+                    self._update_gauges(time.monotonic())
                     if self.options.once and self.summary.database_error and \
                             not self._in_flight:
                         break
@@ -337,6 +344,7 @@ class SyncService:
                 break
         self._next_db_try = time.monotonic() + self._backoff
         self._backoff = min(BACKOFF_CAP, self._backoff * 2)
+        self._dirty = True  # files it took down with it are pending again; the ledger moved
         if self.options.once:
             self.summary.database_error = message
 
@@ -345,110 +353,142 @@ class SyncService:
     def _pass(self) -> bool:
         """List, settle, decide, dispatch. True when nothing is pending or in flight."""
         assert self._conn is not None and self._schema is not None
-        now_mono, now_wall = time.monotonic(), time.time()
-        if (self._dirty or now_mono - self._listed_at >= self.options.rescan
-                or (self.options.poll and now_mono - self._listed_at >= 1.0)
-                or (self._pending_deadline is not None and now_mono >= self._pending_deadline)):
-            self._dirty = False
-            self._listing = self._list()
-            self._listed_at = now_mono
-            self._states = None
-        listing = self._listing
-        if now_mono - self._last_rescan >= min(self.options.rescan, PING_SECONDS):
+        now = time.monotonic()
+        if now - self._last_rescan >= min(self.options.rescan, PING_SECONDS):
             # Reconsider failures now and then: `snapshots retry` may have asked for them.
-            self._last_rescan = now_mono
-            for rel in self._done_failed:
-                self._done.pop(rel, None)
+            self._last_rescan = now
             if self._done_failed:
-                self._states = None  # `retry` shows in the ledger: read it again
-            self._done_failed.clear()
-        ready: list[tuple[str, Seen]] = []
-        self._pending_deadline = None
-        for rel, seen in listing.items():
-            if self._done.get(rel) == seen:
-                continue
-            if rel in self._in_flight:
-                continue
-            again = self._held_elsewhere.get(rel)
-            if again is not None and now_mono < again:
-                if self._pending_deadline is None or again < self._pending_deadline:
-                    self._pending_deadline = again
-                continue
-            self._held_elsewhere.pop(rel, None)
-            first = self._first_seen.get(rel)
-            if first is None or first[0] != seen:
-                first = (seen, now_mono)
-                self._first_seen[rel] = first
-            stable_for = max(now_mono - first[1], now_wall - seen.mtime_ns / 1e9)
-            if stable_for >= self.options.settle:
-                ready.append((rel, seen))
-            else:
-                deadline = now_mono + (self.options.settle - stable_for)
-                if self._pending_deadline is None or deadline < self._pending_deadline:
-                    self._pending_deadline = deadline
-        for gone in set(self._first_seen) - set(listing):
-            del self._first_seen[gone]
-        for gone in set(self._held_elsewhere) - set(listing):
-            del self._held_elsewhere[gone]
-        for gone in set(self._reported) - set(listing):
-            del self._reported[gone]
-
-        if ready:
+                for rel in self._done_failed:
+                    self._done.pop(rel, None)
+                self._done_failed.clear()
+                self._dirty = True  # `retry` shows in the ledger: read both again
+        if (self._dirty or now - self._listed_at >= self.options.rescan
+                or (self.options.poll and now - self._listed_at >= 1.0)):
+            self._relist(now)
+        self._promote(now, time.time())
+        if self._ready:
             if self._states is None:
                 self._states = store.snapshot_states(self._conn, self._schema,
                                                      self.options.table)
-            states = self._states
-            root = str(self.options.data_dir)  # os.path, not pathlib: this runs per pass
-            by_path = {os.path.join(root, rel): (rel, seen) for rel, seen in ready}
+            exists, merges = self._table_shape()
             # Upsert merges in snapshot order (time never runs backwards): one file at a time,
             # and none while an earlier one may still be merging in another process.
             # The first file (in date order) creates the table and decides its types: it
             # goes alone, then the rest load in parallel.
-            limit = 1 if self._merges() or not self._table_exists() else self.options.jobs
+            limit = 1 if merges or not exists else self.options.jobs
             if limit == 1 and self._held_elsewhere:
                 limit = 0
-            # Sort keys are computed once per file, not once per pass: a backlog of 10,000
-            # files is sorted after every file that finishes.
-            for key in sorted(by_path, key=self._order_key):
-                if self.stop_event.is_set() or len(self._in_flight) >= limit:
-                    break
-                rel, seen = by_path[key]
-                self._consider(rel, seen, states.get(os.path.basename(key)))
-
-        still_pending = self._gauge_pending(listing)
+            while self._ready and len(self._in_flight) < limit \
+                    and not self.stop_event.is_set():
+                key, rel = heapq.heappop(self._ready)
+                seen = self._listing.get(rel)
+                if seen is None or self._done.get(rel) == seen or rel in self._in_flight:
+                    continue
+                self._consider(rel, seen, self._states.get(key[2]))
+                if not exists:
+                    self._shape = None  # the first file may have created the table
+        self._update_gauges(now)
         self._retention()
-        return not still_pending and not self._in_flight
+        return not self._pending and not self._in_flight
 
-    def _gauge_pending(self, listing: dict[str, Seen]) -> list[str]:
-        """Files listed but not settled for good (in flight included), and the gauges."""
-        now = time.time()
-        pending = [rel for rel, seen in listing.items() if self._done.get(rel) != seen]
-        self.metrics.pending.set(len(pending))
+    def _relist(self, now: float) -> None:
+        """Read the directory again and rebuild what waits and what is ready."""
+        self._dirty = False
+        self._listing = listing = self._list()
+        self._listed_at = now
+        self._states = None
+        self._shape = None
+        self._pending = {rel for rel, seen in listing.items() if self._done.get(rel) != seen}
+        self._ready = []
+        self._waiting = {}
+        for rel in self._pending:
+            if rel in self._in_flight:
+                continue
+            seen = listing[rel]
+            first = self._first_seen.get(rel)
+            if first is None or first[0] != seen:
+                self._first_seen[rel] = (seen, now)
+            self._waiting[rel] = seen
+        for table in (self._first_seen, self._held_elsewhere, self._reported):
+            for gone in [rel for rel in table if rel not in listing]:
+                del table[gone]
+        self._gauged_at = 0.0
+
+    def _promote(self, now: float, now_wall: float) -> None:
+        """Move the waiting files that have settled (and are not held elsewhere) to the queue."""
+        self._pending_deadline = None
+        settled = []
+        for rel, seen in self._waiting.items():
+            again = self._held_elsewhere.get(rel)
+            if again is not None and now < again:
+                self._wait_until(again)
+                continue
+            first = self._first_seen.get(rel)
+            if first is None or first[0] != seen:
+                first = self._first_seen[rel] = (seen, now)
+            stable_for = max(now - first[1], now_wall - seen.mtime_ns / 1e9)
+            if stable_for < self.options.settle:
+                self._wait_until(now + self.options.settle - stable_for)
+            elif self._listed_at < now and self._stat(rel) != seen:
+                # Listed a while ago: look once more, since events can be missed or late.
+                self._dirty = True
+                self._wait_until(now)
+            else:
+                settled.append(rel)
+        for rel in settled:
+            del self._waiting[rel]
+            self._held_elsewhere.pop(rel, None)
+            heapq.heappush(self._ready, self._order_key(rel))
+
+    def _wait_until(self, deadline: float) -> None:
+        if self._pending_deadline is None or deadline < self._pending_deadline:
+            self._pending_deadline = deadline
+
+    def _requeue(self, rel: str, seen: Seen) -> None:
+        """A file that stays pending (held elsewhere, database lost): wait for its turn again."""
+        if self._listing.get(rel) == seen:
+            self._waiting[rel] = seen
+        else:
+            self._dirty = True  # it changed meanwhile: the next listing sees how
+
+    def _mark_done(self, rel: str, seen: Seen, *, failed: bool) -> None:
+        self._done[rel] = seen
+        if failed:
+            self._done_failed.add(rel)
+        if self._listing.get(rel) == seen:
+            self._pending.discard(rel)
+
+    def _update_gauges(self, now: float) -> None:
+        self.metrics.pending.set(len(self._pending))
+        if self._pending and now - self._gauged_at < 1.0:
+            return  # the oldest file's age needs a walk over the backlog: once a second
+        self._gauged_at = now
+        wall = time.time()
+        listing = self._listing
         self.metrics.oldest_pending_age.set(max(
-            (now - listing[rel].mtime_ns / 1e9 for rel in pending), default=0.0))
-        return pending
+            (wall - listing[rel].mtime_ns / 1e9 for rel in self._pending if rel in listing),
+            default=0.0))
 
-    def _merges(self) -> bool:
-        """True when files are merged on a primary key (upsert), explicitly or by --mode auto."""
-        assert self._conn is not None and self._schema is not None
-        mode = self.options.import_options.mode
-        if mode != "auto":
-            return mode == "upsert"
-        info = ddl.describe_table(self._conn, self._schema, self.options.table)
-        return info is not None and bool(info.primary_key) and not info.has_snapshot_id
-
-    def _order_key(self, path: str) -> tuple[int, object, str]:
-        key = self._order_keys.get(path)
-        if key is None:
-            name = os.path.basename(path)
+    def _order_key(self, rel: str) -> tuple[tuple[int, object, str], str]:
+        """Load order: dated files by date, then the rest by name (computed once per file)."""
+        entry = self._order_keys.get(rel)
+        if entry is None:
+            name = os.path.basename(rel)
             day = snapshot_date(name)
-            key = (0, day, name) if day else (1, None, name)
-            self._order_keys[path] = key
-        return key
+            entry = ((0, day, name) if day else (1, None, name), rel)
+            self._order_keys[rel] = entry
+        return entry
 
-    def _table_exists(self) -> bool:
+    def _table_shape(self) -> tuple[bool, bool]:
+        """(the table exists, files are merged on its key): read once per listing."""
         assert self._conn is not None and self._schema is not None
-        return ddl.describe_table(self._conn, self._schema, self.options.table) is not None
+        if self._shape is None:
+            info = ddl.describe_table(self._conn, self._schema, self.options.table)
+            mode = self.options.import_options.mode
+            merges = mode == "upsert" or (mode == "auto" and info is not None and bool(
+                info.primary_key) and not info.has_snapshot_id)
+            self._shape = (info is not None, merges)
+        return self._shape
 
     def _list(self) -> dict[str, Seen]:
         """Candidate files, relative to the data dir: matching, complete-looking, not hidden."""
@@ -480,6 +520,13 @@ class SyncService:
                 found[rel] = Seen(st.st_size, st.st_mtime_ns, st.st_ino)
         return found
 
+    def _stat(self, rel: str) -> Seen | None:
+        try:
+            st = os.stat(os.path.join(self.options.data_dir, rel))
+        except OSError:
+            return None
+        return Seen(st.st_size, st.st_mtime_ns, st.st_ino)
+
     def _wanted(self, name: str) -> bool:
         if name.startswith(".") or any(fnmatch.fnmatch(name, p) for p in IGNORED):
             return False
@@ -497,10 +544,15 @@ class SyncService:
             try:
                 sha, size = sha256_file(path)  # the only place sync reads a file's bytes
             except OSError as exc:
-                log.warning("cannot read %s: %s", path, exc)
+                # Unreadable (permissions, say): a failure of this signature, looked at again
+                # with the other failures, so a --once run ends and says so.
+                self._settle(rel, seen, FileResult(path=path, result="failed",
+                                                   file_name=path.name,
+                                                   detail=f"cannot read: {exc}"))
                 return
             if size != seen.size:
-                return  # still changing; the next pass sees the new signature
+                self._dirty = True  # still changing; the next listing sees the new signature
+                return
             memory = store.FileMemory(seen.size, seen.mtime_ns, seen.inode, sha)
             store.remember_hash(self._conn, self._schema, self.options.table, rel, memory)
             self._memory[rel] = memory
@@ -512,8 +564,8 @@ class SyncService:
                 return
             if not self.options.import_options.replace:
                 if self._reported.get(rel) == (seen, "conflict"):
-                    self._done[rel] = seen  # reported already; a rescan looks again (forget)
-                    self._done_failed.add(rel)
+                    # Reported already; a rescan looks again (after a forget, say).
+                    self._mark_done(rel, seen, failed=True)
                     return
                 self._reported[rel] = (seen, "conflict")
                 self._settle(rel, seen, FileResult(
@@ -531,15 +583,15 @@ class SyncService:
         tried_here = self._attempted.get(rel) == seen and not (state and state.explicit_retry)
         if state is not None and state.status == "failed" and state.sha256 == sha \
                 and (not state.retry_requested or tried_here):
-            self._done[rel] = seen  # failed before with these bytes: wait for change or retry
-            self._done_failed.add(rel)
+            # Failed before with these bytes: wait for a change or a retry.
+            self._mark_done(rel, seen, failed=True)
             if self.summary.failed == 0 or path.name not in {
                     f["file"] for f in self.summary.failures}:
                 self.summary.still_failed.add(path.name)
             return
         if self._reported.get(rel) == (seen, "refused"):
-            self._done[rel] = seen  # refused before any record was written: wait for change
-            self._done_failed.add(rel)
+            # Refused before any record was written: wait for a change.
+            self._mark_done(rel, seen, failed=True)
             return
         self._dispatch(rel, seen, path, (sha, seen.size))
 
@@ -587,8 +639,11 @@ class SyncService:
             except DatabaseUnavailable as exc:
                 self._database_lost(exc)
                 continue
-            except Exception as exc:
-                log.error("%s: %s", rel, first_line(str(exc)))
+            except Exception as exc:  # a bug, not the file: say so, and look again later
+                path = self.options.data_dir / rel
+                self._settle(rel, seen, FileResult(path=path, result="failed",
+                                                   file_name=path.name,
+                                                   detail=first_line(str(exc))))
                 continue
             if isinstance(result.error, DatabaseUnavailable):
                 self._database_lost(result.error)
@@ -601,6 +656,7 @@ class SyncService:
                     self._settle(rel, seen, result)
                 else:
                     self._held_elsewhere[rel] = time.monotonic() + HELD_RETRY_SECONDS
+                    self._requeue(rel, seen)
                 continue
             if result.result == "failed" and result.import_id is None and \
                     isinstance(result.error, InputError):
@@ -609,9 +665,7 @@ class SyncService:
 
     def _settle(self, rel: str, seen: Seen, result: FileResult, *, quiet: bool = False) -> None:
         """A final outcome for these bytes: count it, log it, don't look at it again."""
-        self._done[rel] = seen
-        if result.result in ("failed", "conflict"):
-            self._done_failed.add(rel)
+        self._mark_done(rel, seen, failed=result.result in ("failed", "conflict"))
         self.metrics.observe(result)
         self.summary.add(result)
         fields = {"snap_file": result.file_name, "snap_result": result.result,

@@ -17,6 +17,11 @@ Scenarios (each side loads the same bytes into a table of the same column types)
   reimport   importing an already-imported file again (compared with `existing`)
   upsert     merging a second snapshot (~10% changed rows) into a keyed table holding the
              first, vs \\copy of the first into an equal keyed table
+  parallel   one file into an existing table with --jobs 1 and --jobs 2, vs \\copy into an
+             equal table, and vs a raw two-stream COPY: two psql \\copy processes at once,
+             each loading one half of the file (cut at a record boundary) into the equal table
+  many       10 files of --rows/10 rows each into an existing table with --jobs 1 and
+             --jobs 2, vs one psql running \\copy of the 10 files one after another
 """
 
 from __future__ import annotations
@@ -139,10 +144,42 @@ def psql_copy(uri: str, table: str, path: Path) -> Sample:
                   f"\\copy {table}({COLUMNS}) from '{path}' csv header"], env=env)
 
 
-def snapshots_import(uri: str, table: str, path: Path, *extra: str) -> Sample:
+def snapshots_import(uri: str, table: str, *paths: Path, jobs: int = 1) -> Sample:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return timed([*SNAPSHOTS, "-q", "--database", uri, "--table", table, "import",
-                  "--jobs", "1", *extra, str(path)], env=env)
+                  "--jobs", str(jobs), *map(str, paths)], env=env)
+
+
+def psql_two_streams(uri: str, table: str, halves: tuple[Path, Path]) -> Sample:
+    """Two psql \\copy processes at once, one half each: the raw two-connection COPY."""
+    env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=0")
+    started = time.perf_counter()
+    procs = [subprocess.Popen(["psql", uri, "-v", "ON_ERROR_STOP=1", "-qc",
+                               f"\\copy {table}({COLUMNS}) from '{half}' csv"
+                               f"{' header' if n == 0 else ''}"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for n, half in enumerate(halves)]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"psql failed: {err.decode()}")
+    return Sample(time.perf_counter() - started)
+
+
+def psql_copy_many(uri: str, table: str, paths: list[Path]) -> Sample:
+    env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=0")
+    args = []
+    for path in paths:
+        args += ["-c", f"\\copy {table}({COLUMNS}) from '{path}' csv header"]
+    return timed(["psql", uri, "-v", "ON_ERROR_STOP=1", "-q", *args], env=env)
+
+
+def drop_parts(uri: str) -> None:
+    """Parallel loads leave one attached table per snapshot: empty the slate between rounds."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND "
+                                    "relname ~ '^snapshot_(part|stage)_[0-9]+$'").fetchall():
+            conn.execute(f'DROP TABLE "{name}"')  # type: ignore[arg-type]
 
 
 def sql(uri: str, *statements: str) -> None:
@@ -190,6 +227,69 @@ def scenario_existing(uri: str, data: Path, rounds: int
         # Both sides start every round from an empty table of the same shape.
         sql(uri, "TRUNCATE bench_psql", "TRUNCATE bench_append", "TRUNCATE bench_plain")
     return ours, theirs, again, plain
+
+
+def equal_tables(uri: str, data: Path, name: str) -> None:
+    """`name` (snapshots' append table) and `name`_psql: the same columns, DEFAULT and index."""
+    sql(uri, f"DROP TABLE IF EXISTS {name} CASCADE", f"DROP TABLE IF EXISTS {name}_psql")
+    snapshots_import(uri, name, fresh_copy(data, "snapshot_20240101.csv"))  # creates it
+    sql(uri, f"TRUNCATE {name}", f"CREATE TABLE {name}_psql (LIKE {name} INCLUDING ALL)")
+
+
+def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
+    from snapshots.csvfile import CsvOptions, split_records
+
+    psql, one, two, raw = (Series("psql \\copy (equal table)"), Series("snapshots --jobs 1"),
+                           Series("snapshots --jobs 2"),
+                           Series("raw two-stream COPY (2 x psql, halves)"))
+    equal_tables(uri, data, "bench_par")
+    (a0, a1), (b0, b1) = split_records(data, 2, CsvOptions())
+    content = data.read_bytes()
+    halves = (WORK / "half_1.csv", WORK / "half_2.csv")
+    halves[0].write_bytes(content[a0:a1])
+    halves[1].write_bytes(content[b0:b1])
+    del content
+    for n in range(rounds):
+        p1 = fresh_copy(data, f"snapshot_2024{n + 2:02d}01.csv")
+        p2 = fresh_copy(data, f"snapshot_2024{n + 2:02d}02.csv")
+        steps: list[Callable[[], None]] = [
+            lambda: psql.samples.append(psql_copy(uri, "bench_par_psql", data)),
+            lambda p=p1: one.samples.append(snapshots_import(uri, "bench_par", p)),
+            lambda p=p2: two.samples.append(snapshots_import(uri, "bench_par", p, jobs=2)),
+            lambda: raw.samples.append(psql_two_streams(uri, "bench_par_psql", halves)),
+        ]
+        for step in steps if n % 2 == 0 else reversed(steps):
+            step()
+            sql(uri, "TRUNCATE bench_par_psql", "TRUNCATE bench_par")
+            drop_parts(uri)
+    return [psql, one, two, raw]
+
+
+def scenario_many(uri: str, data: Path, rows: int, rounds: int) -> list[Series]:
+    files = []
+    for k in range(10):
+        path = WORK / f"many_{rows // 10}_{k}.csv"
+        generate(path, rows // 10, seed=100 + k)
+        files.append(path)
+    psql, one, two = (Series("psql \\copy of 10 files (equal table)"),
+                      Series("snapshots --jobs 1, 10 files"),
+                      Series("snapshots --jobs 2, 10 files"))
+    equal_tables(uri, data, "bench_many")
+
+    def named(run: str) -> list[Path]:
+        return [fresh_copy(f, f"snapshot_2025{k + 1:02d}{run}.csv") for k, f in enumerate(files)]
+
+    for n in range(rounds):
+        m1, m2 = named(f"{n}1"), named(f"{n}2")
+        steps: list[Callable[[], None]] = [
+            lambda: psql.samples.append(psql_copy_many(uri, "bench_many_psql", files)),
+            lambda m=m1: one.samples.append(snapshots_import(uri, "bench_many", *m)),
+            lambda m=m2: two.samples.append(snapshots_import(uri, "bench_many", *m, jobs=2)),
+        ]
+        for step in steps if n % 2 == 0 else reversed(steps):
+            step()
+            sql(uri, "TRUNCATE bench_many_psql", "TRUNCATE bench_many")
+    return [psql, one, two]
 
 
 def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series]:
@@ -251,7 +351,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", choices=["existing", "first", "upsert"], action="append")
+    parser.add_argument("--only", choices=["existing", "first", "upsert", "parallel", "many"],
+                        action="append")
     parser.add_argument("--database", help="use this server instead of an embedded one "
                         "(it must have default settings for a fair comparison)")
     args = parser.parse_args()
@@ -263,7 +364,7 @@ def main() -> None:
     print(f"generating {args.rows:,} rows ...", file=sys.stderr)
     generate(data, args.rows, seed=42)
     size_mb = data.stat().st_size / 1e6
-    only = set(args.only or ["existing", "first", "upsert"])
+    only = set(args.only or ["existing", "first", "upsert", "parallel", "many"])
     base = Path(tempfile.mkdtemp(prefix="snapshots-bench-", dir="/tmp"))
     stop: Callable[[], None] = lambda: None  # noqa: E731
     try:
@@ -298,6 +399,20 @@ def main() -> None:
             ours, theirs = scenario_upsert(uri, data, changed, args.rounds)
             lines += [row(theirs, args.rows, size_mb, None),
                       row(ours, args.rows, size_mb, theirs, "<= 2x")]
+        if "parallel" in only:
+            print("parallel parts of one file ...", file=sys.stderr)
+            psql, one, two, raw = scenario_parallel(uri, data, args.rounds)
+            lines += [row(psql, args.rows, size_mb, None),
+                      row(one, args.rows, size_mb, psql, "<= 1.10x"),
+                      row(two, args.rows, size_mb, psql, "<= 0.85x"),
+                      row(raw, args.rows, size_mb, psql),
+                      row(two, args.rows, size_mb, raw, "<= 1.10x of raw two-stream")]
+        if "many" in only:
+            print("10 files ...", file=sys.stderr)
+            psql, one, two = scenario_many(uri, data, args.rows, args.rounds)
+            lines += [row(psql, args.rows, size_mb, None),
+                      row(one, args.rows, size_mb, psql),
+                      row(two, args.rows, size_mb, psql)]
         print("\n".join(lines))
     finally:
         stop()

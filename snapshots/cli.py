@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -174,6 +175,16 @@ def _connect_target(settings: Settings) -> str:
 # --------------------------------------------------------------------------- import
 
 
+def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    """`32M` -> bytes (binary multiples)."""
+    text = str(value).strip()
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:].lower(), 1)
+    number = text[:-1] if scale != 1 else text
+    if not number.isdigit() or int(number) * scale < 1:
+        raise click.BadParameter(f"{value!r} is not a size such as 32M, 512k or 1000000")
+    return int(number) * scale
+
+
 def _csv_options(delimiter: str, quote: str, null: str, encoding: str, no_header: bool,
                  columns: str | None) -> Any:
     from snapshots.csvfile import CsvOptions
@@ -241,6 +252,10 @@ def _loading_options(func: Callable[..., Any], *, dry_run: bool) -> Callable[...
                      help="Database connections to use at once [default: CPUs, at most 4]."),
         click.option("--pushgateway", metavar="URL", envvar="SNAPSHOTS_PUSHGATEWAY",
                      help="Push this run's metrics to a Prometheus Pushgateway."),
+        click.option("--part-size", metavar="SIZE", envvar="SNAPSHOTS_PART_SIZE",
+                     default="32M", show_default=True, callback=_parse_size,
+                     help="Smallest part of one file loaded over several --jobs "
+                          "connections (bytes; k, M, G suffixes)."),
     ]
     if not dry_run:
         decorators = [d for d in decorators if getattr(d, "snapshots_name", "") != "dry_run"]
@@ -272,7 +287,7 @@ def import_cmd(ctx: click.Context, paths: tuple[Path, ...], database: str | None
         delete_missing=options["delete_missing"], dry_run=options["dry_run"],
         on_error=options["on_error"], max_rejects=options["max_rejects"],
         types=parse_type_overrides(options["types"]),
-        schema_evolution=options["schema_evolution"],
+        schema_evolution=options["schema_evolution"], part_size=options["part_size"],
         csv=_csv_options(options["delimiter"], options["quote"], options["null"],
                          options["encoding"], options["no_header"], options["columns"]),
     )
@@ -412,7 +427,7 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
         mode=options["mode"], replace=options["replace"], force=options["force"],
         delete_missing=options["delete_missing"], on_error=options["on_error"],
         max_rejects=options["max_rejects"], types=parse_type_overrides(options["types"]),
-        schema_evolution=options["schema_evolution"],
+        schema_evolution=options["schema_evolution"], part_size=options["part_size"],
         csv=_csv_options(options["delimiter"], options["quote"], options["null"],
                          options["encoding"], options["no_header"], options["columns"]),
         origin="sync", wait_for_busy=False)
@@ -660,11 +675,19 @@ def db_status(fmt: str) -> None:
 
 
 @db_group.command("stop")
+@click.option("--force", is_flag=True,
+              help="Stop it even while other snapshots processes use it.")
 @handle_errors
-def db_stop() -> None:
+def db_stop(force: bool) -> None:
     """Stop it now."""
     from snapshots import embedded
 
+    users = [pid for pid in embedded.status().users if pid != os.getpid()]
+    if users and not force:
+        raise SnapshotsError(
+            f"{len(users)} snapshots process(es) still use the embedded PostgreSQL "
+            f"(pid {', '.join(map(str, users))}); stopping it would cut them off",
+            hint="stop them first, or `snapshots db stop --force`")
     click.echo("stopped" if embedded.stop() else "not running")
 
 

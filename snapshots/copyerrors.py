@@ -10,10 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 
-from snapshots.csvfile import CsvOptions, decoded_lines, iter_chunks, open_content
+from snapshots.csvfile import (
+    CsvOptions,
+    decoded_lines,
+    iter_chunks,
+    lines_before,
+    open_content,
+    open_span,
+)
 from snapshots.errors import InputError
 
 # The value may span lines (a quoted newline) and the table name may hold a comma.
@@ -59,7 +67,8 @@ def physical_line(path: Path, options: CsvOptions, record: int) -> int:
     return record
 
 
-def record_start_for_copy_line(path: Path, options: CsvOptions, copy_line: int) -> int:
+def record_start_for_copy_line(path: Path, options: CsvOptions, copy_line: int,
+                               span: tuple[int, int] | None = None) -> int:
     """Physical line where the record holding COPY's "line N" starts.
 
     COPY counts one line per record plus, inside quoted fields, each character that ends a
@@ -68,49 +77,63 @@ def record_start_for_copy_line(path: Path, options: CsvOptions, copy_line: int) 
     a CRLF file whose cells hold bare `\\n` (as spreadsheets write them) is not counted
     physically at all. Replay that count over the file to find the record, and return the
     physical line (as an editor numbers them) where it starts.
+
+    With `span`, COPY read only those bytes (one part of a parallel load): its count starts
+    there, and the lines before the part are added.
     """
-    stream, _ = open_content(path)
+    before = 0
+    if span is None:
+        stream, _ = open_content(path)
+    else:
+        stream = open_span(path, *span)
+        before = lines_before(path, span[0], options)
     with stream:
-        consumed: list[str] = []
+        return before + _record_start(stream, path, options, copy_line)
 
-        def lines() -> Iterator[str]:
-            for line in decoded_lines(iter_chunks(stream), options.python_encoding,
-                                      file=str(path), errors="replace"):
-                consumed.append(line)
-                yield line
 
-        reader = options.reader(lines())
-        eol: str | None = None
-        counted = 0  # COPY's line number at the end of the record read last
-        start = 1  # physical line where the next record starts
-        try:
-            for _ in reader:
-                raw = "".join(consumed)
-                if eol is None:
-                    eol = "\n" if raw.endswith("\n") and not raw.endswith("\r\n") else "\r"
-                if raw.endswith("\r\n"):
-                    body = raw[:-2]
-                elif raw.endswith(("\n", "\r")):
-                    body = raw[:-1]
-                else:
-                    body = raw
-                counted += 1 + body.count(eol)
-                if counted >= copy_line:
-                    return start
-                start += len(consumed)
-                consumed.clear()
-        except Exception:  # the rescan only locates; a parse error is where COPY stopped too
-            return start
+def _record_start(stream: BinaryIO, path: Path, options: CsvOptions, copy_line: int) -> int:
+    consumed: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in decoded_lines(iter_chunks(stream), options.python_encoding,
+                                  file=str(path), errors="replace"):
+            consumed.append(line)
+            yield line
+
+    reader = options.reader(lines())
+    eol: str | None = None
+    counted = 0  # COPY's line number at the end of the record read last
+    start = 1  # physical line where the next record starts
+    try:
+        for _ in reader:
+            raw = "".join(consumed)
+            if eol is None:
+                eol = "\n" if raw.endswith("\n") and not raw.endswith("\r\n") else "\r"
+            if raw.endswith("\r\n"):
+                body = raw[:-2]
+            elif raw.endswith(("\n", "\r")):
+                body = raw[:-1]
+            else:
+                body = raw
+            counted += 1 + body.count(eol)
+            if counted >= copy_line:
+                return start
+            start += len(consumed)
+            consumed.clear()
+    except Exception:  # the rescan only locates; a parse error is where COPY stopped too
+        return start
     return copy_line
 
 
-def input_error_from_copy(exc: psycopg.Error, path: Path, options: CsvOptions) -> InputError:
+def input_error_from_copy(exc: psycopg.Error, path: Path, options: CsvOptions,
+                          span: tuple[int, int] | None = None) -> InputError:
+    """`span`: the bytes COPY read, when it read one part of the file."""
     record, column, value = copy_location(exc)
     reason = (exc.diag.message_primary or str(exc)).strip()
     reason = reason.replace("\n", " ")
     line = None
     if record is not None:
-        line = record_start_for_copy_line(path, options, record)
+        line = record_start_for_copy_line(path, options, record, span)
     hint = None
     sqlstate = exc.sqlstate or ""
     if sqlstate == "22P04" and "extra data" in reason:

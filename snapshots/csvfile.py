@@ -158,6 +158,74 @@ def open_content(path: Path) -> tuple[BinaryIO, HashingReader]:
     return io.BufferedReader(raw, CHUNK_SIZE), raw  # type: ignore[return-value]
 
 
+class _SpanReader(io.RawIOBase):
+    """The bytes [start, end) of a file, as a stream of their own."""
+
+    def __init__(self, raw: BinaryIO, length: int) -> None:
+        self._raw = raw
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._left <= 0:
+            return 0
+        view = memoryview(buffer)[: self._left]
+        n = self._raw.readinto(view) or 0  # type: ignore[attr-defined]
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def open_span(path: Path, start: int, end: int) -> BinaryIO:
+    """Bytes [start, end) of an uncompressed file (one part of a parallel load)."""
+    raw = path.open("rb", buffering=0)
+    raw.seek(start)
+    return io.BufferedReader(_SpanReader(raw, end - start), CHUNK_SIZE)  # type: ignore[return-value]
+
+
+def split_records(path: Path, parts: int, options: CsvOptions) -> list[tuple[int, int]]:
+    """Cut an uncompressed CSV file into up to `parts` byte ranges of about equal size, each
+    starting at a record boundary (the header stays in the first).
+
+    A line break ends a record when an even number of quote characters comes before it in
+    the file: COPY's CSV parser toggles "inside quotes" on every quote character (a doubled
+    quote toggles twice), so this is exactly where COPY itself sees a record end, quoted line
+    breaks and badly quoted fields included. The scan counts quotes at C speed; it never
+    parses a row.
+    """
+    size = path.stat().st_size
+    targets = [size * k // parts for k in range(1, parts)]
+    quote = options.quote.encode()
+    bounds = [0]
+    with path.open("rb", buffering=0) as f:
+        offset, odd, k = 0, False, 0
+        while k < len(targets) and (chunk := f.read(CHUNK_SIZE)):
+            counted_to, parity = 0, odd  # quote parity at chunk[counted_to]
+            search = 0
+            while k < len(targets):
+                at = chunk.find(b"\n", max(search, targets[k] - offset))
+                if at < 0:
+                    break
+                parity ^= bool(chunk.count(quote, counted_to, at) & 1)
+                counted_to, search = at, at + 1
+                if parity:
+                    continue  # a line break inside a quoted field
+                boundary = offset + at + 1
+                if boundary < size and boundary > bounds[-1]:
+                    bounds.append(boundary)
+                k += 1
+                while k < len(targets) and targets[k] < boundary:
+                    k += 1
+            odd ^= bool(chunk.count(quote) & 1)
+            offset += len(chunk)
+    return list(zip(bounds, [*bounds[1:], size], strict=True))
+
+
 def iter_chunks(stream: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
     while chunk := stream.read(size):
         yield chunk
@@ -661,42 +729,59 @@ class StreamInference:
                 self.exact._seen_value[index] = True
 
 
-def first_malformed_record(path: Path, options: CsvOptions) -> int | None:
+def first_malformed_record(path: Path, options: CsvOptions,
+                           span: tuple[int, int] | None = None) -> int | None:
     """The line where the first badly quoted record starts, or None when all are fine.
 
     PostgreSQL's COPY reads a quote inside an unquoted field (`12" pizza`) as the start of a
     quoted section and silently joins records until the next quote. The importer calls this
     only when COPY's row count differs from the file's line count, which well-formed files
-    without line breaks inside fields never do.
+    without line breaks inside fields never do. `span`: look only at those bytes (one part of
+    a parallel load); the line returned is still the file's.
     """
+    if span is not None:
+        with open_span(path, *span) as stream:
+            found = _first_malformed(stream, options, bom=span[0] == 0)
+        return None if found is None else lines_before(path, span[0], options) + found
+    stream, _ = open_content(path)
+    with stream:
+        return _first_malformed(stream, options, bom=True)
+
+
+def _first_malformed(stream: BinaryIO, options: CsvOptions, *, bom: bool) -> int | None:
     q, d = re.escape(options.quote), re.escape(options.delimiter)
     field = rf"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{d}{q}\r\n]*)"
     record = re.compile(rf"{field}(?:{d}{field})*(?:\r\n|\n|\r)")
-    stream, _ = open_content(path)
     decoder = codecs.getincrementaldecoder(options.python_encoding)("replace")
-    text, line, started = "", 1, False
-    with stream:
-        chunks = iter_chunks(stream)
-        finished = False
-        while not finished:
-            chunk = next(chunks, None)
-            if chunk is None:
-                finished = True
-                text += decoder.decode(b"", final=True)
-                if text and not text.endswith(("\n", "\r")):
-                    text += "\n"
-            else:
-                text += decoder.decode(chunk)
-            if not started:
-                text, started = text.removeprefix("\ufeff"), True
-            pos = 0
-            while pos < len(text):
-                match = record.match(text, pos)
-                if match is None:
-                    if finished or len(text) - pos > MAX_RECORD_CARRY:
-                        return line
-                    break  # the record may go on in the next chunk
-                line += text.count("\n", pos, match.end()) or 1
-                pos = match.end()
-            text = text[pos:]
+    text, line, started = "", 1, not bom
+    chunks = iter_chunks(stream)
+    finished = False
+    while not finished:
+        chunk = next(chunks, None)
+        if chunk is None:
+            finished = True
+            text += decoder.decode(b"", final=True)
+            if text and not text.endswith(("\n", "\r")):
+                text += "\n"
+        else:
+            text += decoder.decode(chunk)
+        if not started:
+            text, started = text.removeprefix("\ufeff"), True
+        pos = 0
+        while pos < len(text):
+            match = record.match(text, pos)
+            if match is None:
+                if finished or len(text) - pos > MAX_RECORD_CARRY:
+                    return line
+                break  # the record may go on in the next chunk
+            line += text.count("\n", pos, match.end()) or 1
+            pos = match.end()
+        text = text[pos:]
     return None
+
+
+def lines_before(path: Path, offset: int, options: CsvOptions) -> int:
+    """Physical lines in the first `offset` bytes (which end with a line break)."""
+    with open_span(path, 0, offset) as stream:
+        return sum(1 for _ in decoded_lines(iter_chunks(stream), options.python_encoding,
+                                            file=str(path), errors="replace"))

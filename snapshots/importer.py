@@ -8,8 +8,10 @@ together or not at all; a killed process leaves a claim that the next run marks 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
+import os
 import threading
 import time
 import zlib
@@ -29,14 +31,18 @@ from snapshots.copyerrors import input_error_from_copy, physical_line
 from snapshots.csvfile import (
     TEXT,
     CsvOptions,
+    HashingReader,
     Header,
     StreamInference,
     first_malformed_record,
+    is_gzip,
     iter_chunks,
     open_content,
+    open_span,
     read_header,
     sha256_file,
     snapshot_date,
+    split_records,
     widen_type,
 )
 from snapshots.errors import (
@@ -54,7 +60,10 @@ from snapshots.errors import (
 log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 4 << 20  # bytes read to guess types before the table is created
-MAX_WIDENINGS = 64  # a file can't need more retries than this without something being wrong
+MAX_WIDENINGS = 64
+# A file is loaded in parallel parts of at least this size: below it, the extra connections
+# and the table per snapshot cost more than a second stream gains.
+PART_MIN_BYTES = 32 << 20  # a file can't need more retries than this without something being wrong
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -73,6 +82,7 @@ class ImportOptions:
     csv: CsvOptions = field(default_factory=CsvOptions)
     origin: str = "import"
     wait_for_busy: bool = True  # import waits for another process's claim; sync moves on
+    part_size: int = PART_MIN_BYTES  # smallest part of a file loaded over several connections
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "append", "upsert"):
@@ -83,6 +93,8 @@ class ImportOptions:
             raise UsageError("--schema-evolution must be strict or add")
         if self.max_rejects is not None and self.max_rejects < 0:
             raise UsageError("--max-rejects must be 0 or more")
+        if self.part_size < 1:
+            raise UsageError("--part-size must be at least one byte")
 
 
 @dataclass
@@ -127,8 +139,9 @@ class Importer:
     def __init__(self, conninfo: str, *, table: str, schema: str | None = None,
                  options: ImportOptions | None = None,
                  progress: ProgressCallback | None = None,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, parts: int = 1) -> None:
         self.options = options or ImportOptions()
+        self.parts = max(1, parts)  # connections one large file may be loaded over
         self.table = table
         self.progress = progress
         self.cancel = cancel or threading.Event()
@@ -140,12 +153,21 @@ class Importer:
                              hint=f"create it first: CREATE SCHEMA {self.schema}")
         self._ready = False
         self._role: str | None = None
+        self._helpers: list[psycopg.Connection] = []  # parts 2..N of a parallel load
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        if not self.conn.closed:
-            self.conn.close()
+        for conn in [self.conn, *self._helpers]:
+            if not conn.closed:
+                conn.close()
+        self._helpers.clear()
+
+    def cancel_now(self) -> None:
+        """Cancel the statements in flight on every connection (from another thread)."""
+        for conn in [self.conn, *self._helpers]:
+            with contextlib.suppress(psycopg.Error, AttributeError):
+                conn.cancel_safe(timeout=2)
 
     def __enter__(self) -> Importer:
         return self
@@ -165,6 +187,9 @@ class Importer:
             reaped = store.reap_interrupted(self.conn, self.schema, self.table)
             for import_id in reaped:
                 log.warning("marked import #%s as interrupted: its process went away", import_id)
+            for name in store.drop_leftover_parts(self.conn, self.schema):
+                log.info("dropped %s.%s, left by a parallel load that did not finish",
+                         self.schema, name)
         row = self.conn.execute("SELECT current_user").fetchone()
         self._role = str(row[0]) if row else None
         self._ready = True
@@ -325,6 +350,10 @@ class Importer:
               existing: store.Record | None, day: object,
               same: int | None) -> tuple[int, int, str]:
         """The one transaction: rows and the `imported` record become visible together."""
+        ranges = self._parallel_ranges(path, header)
+        if ranges is not None:
+            return self._load_parallel(path, header, sha, import_id, existing, day, same,
+                                       ranges)
         with self.conn.transaction():  # this is where a file's transaction starts
             self.conn.execute("SELECT set_config(%s, %s, true)",
                               (ddl.IMPORT_ID_SETTING, str(import_id)))
@@ -335,12 +364,7 @@ class Importer:
                 self.conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(
                     ddl.lock_key("merge", self.schema, self.table)))
                 self._guard_time_order(path, day, existing)
-            if existing is not None:
-                if target.mode == "append" and target.info is not None:
-                    self.conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
-                        sql.Identifier(self.schema, self.table),
-                        sql.Identifier(ddl.SNAPSHOT_ID)), (existing.id,))
-                store.mark_status(self.conn, self.schema, [existing.id], "replaced")
+            self._supersede(existing, target)
             if self.options.on_error == "skip":
                 rows, rejected, detail = self._load_skipping(path, header, target, import_id)
             elif target.mode == "append":
@@ -352,6 +376,151 @@ class Importer:
             store.mark_imported(self.conn, self.schema, import_id, rows=rows,
                                 rejected=rejected, same_content_as=same)
         return rows, rejected, detail
+
+    def _supersede(self, existing: store.Record | None, target: _Target) -> None:
+        """--replace: the earlier import's rows go (append) and its record says `replaced`."""
+        if existing is None:
+            return
+        if target.mode == "append" and target.info is not None:
+            ddl.delete_snapshot_rows(self.conn, self.schema, self.table, [existing.id])
+        store.mark_status(self.conn, self.schema, [existing.id], "replaced")
+
+    # ------------------------------------------------------------------ parallel
+
+    def _parallel_ranges(self, path: Path, header: Header) -> list[tuple[int, int]] | None:
+        """The parts of a file worth loading over several connections, or None.
+
+        Only a large uncompressed file going into an existing table in the plain mode: a
+        first import infers types in one stream, --on-error skip reads rows in Python, and
+        --schema-evolution add may alter the table mid-load.
+        """
+        opts = self.options
+        if self.parts < 2 or is_gzip(path) or opts.on_error != "abort" or \
+                opts.schema_evolution != "strict":
+            return None
+        size = path.stat().st_size
+        parts = min(self.parts, size // opts.part_size)
+        if parts < 2 or ddl.describe_table(self.conn, self.schema, self.table) is None:
+            return None
+        ranges = split_records(path, parts, opts.csv)
+        return ranges if len(ranges) > 1 else None
+
+    def _load_parallel(self, path: Path, header: Header, sha: str, import_id: int,
+                       existing: store.Record | None, day: object, same: int | None,
+                       ranges: list[tuple[int, int]]) -> tuple[int, int, str]:
+        """Parts over N connections into a table nothing reads, then one transaction that
+        attaches it (append) or merges it (upsert) and flips the record: still one atomic
+        step for every reader. Whatever is left after a failure or a kill is dropped here
+        or by the next run's reaper."""
+        target = self._target(header)
+        assert target.info is not None
+        columns = self._reconcile_columns(path, header, target)
+        if target.mode == "append":
+            name = ddl.create_part_table(self.conn, self.schema, self.table, import_id)
+        else:
+            name = ddl.create_stage_table(self.conn, self.schema, self.table, import_id,
+                                          columns)
+        relation = sql.Identifier(self.schema, name)
+        try:
+            before = os.stat(path)
+            rows = self._copy_parts(path, relation, columns, ranges, import_id)
+            after = os.stat(path)
+            # Parts are read side by side, so no one stream can hash the whole file on its
+            # way in: it was hashed before the load, and must not have changed since.
+            if (before.st_size, before.st_mtime_ns, before.st_ino) != \
+                    (after.st_size, after.st_mtime_ns, after.st_ino) or after.st_size != sum(
+                    end - start for start, end in ranges):
+                raise InputError("the file changed while it was being imported; nothing "
+                                 "written", file=path,
+                                 hint="write snapshots elsewhere and rename them in")
+            with self.conn.transaction():  # the record's transaction: all parts at once
+                self.conn.execute("SELECT set_config(%s, %s, true)",
+                                  (ddl.IMPORT_ID_SETTING, str(import_id)))
+                target = self._target(header)
+                detail = ""
+                if target.mode == "upsert":
+                    self.conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(
+                        ddl.lock_key("merge", self.schema, self.table)))
+                    self._guard_time_order(path, day, existing)
+                self._supersede(existing, target)
+                if target.mode == "append":
+                    try:
+                        ddl.attach_part(self.conn, self.schema, self.table, name)
+                    except psycopg.errors.DatatypeMismatch as exc:
+                        raise SchemaDriftError(
+                            f"{self.schema}.{self.table} changed during the load: "
+                            f"{first_line(str(exc))}; nothing written", file=path) from None
+                else:
+                    def in_file_order() -> None:
+                        # The stage's rows are not in file order: a key error is located by
+                        # loading the file once more in one stream (error path only).
+                        assert target.info is not None
+                        with self.conn.transaction():
+                            ordered = self._stage(target, columns)
+                            self._copy_with_errors(path, ordered, columns, sha)
+                            self._check_keys(path, ordered, target.info.primary_key)
+
+                    detail = self._merge(path, relation, target, columns,
+                                         relocate=in_file_order)
+                    ddl.drop_table(self.conn, self.schema, name)
+                store.mark_imported(self.conn, self.schema, import_id, rows=rows,
+                                    rejected=0, same_content_as=same)
+        except BaseException:
+            if not self.conn.closed and not self.conn.broken:
+                with contextlib.suppress(psycopg.Error):
+                    ddl.drop_table(self.conn, self.schema, name)
+            raise
+        parts = f"{len(ranges)} parts in parallel"
+        return rows, 0, f"{detail}; {parts}" if detail else parts
+
+    def _helper_connections(self, count: int) -> list[psycopg.Connection]:
+        self._helpers = [c for c in self._helpers if not c.closed and not c.broken]
+        while len(self._helpers) < count:
+            self._helpers.append(connect(self.conninfo))
+        return [self.conn, *self._helpers[:count]]
+
+    def _copy_parts(self, path: Path, relation: sql.Composable, columns: Sequence[str],
+                    ranges: list[tuple[int, int]], import_id: int) -> int:
+        """COPY each byte range over its own connection; each part commits on its own (out of
+        sight). A bad row in any part stops the others and fails the whole file."""
+        conns = self._helper_connections(len(ranges) - 1)
+        stop = threading.Event()
+        total = sum(end - start for start, end in ranges)
+        done, lock = [0], threading.Lock()
+        rows = [0] * len(ranges)
+        errors: list[tuple[int, BaseException]] = []
+
+        def advance(n: int) -> None:
+            with lock:
+                done[0] += n
+                if self.progress:
+                    self.progress(done[0], total)
+
+        def part(k: int) -> None:
+            conn = conns[k]
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT set_config(%s, %s, true)",
+                                 (ddl.IMPORT_ID_SETTING, str(import_id)))
+                    rows[k] = self._copy_with_errors(path, relation, columns, "", conn=conn,
+                                                     span=ranges[k], on_bytes=advance,
+                                                     stop=stop)
+            except BaseException as exc:
+                errors.append((k, exc))
+                stop.set()
+
+        threads = [threading.Thread(target=part, args=(k,), name=f"part-{k}", daemon=True)
+                   for k in range(1, len(ranges))]
+        for thread in threads:
+            thread.start()
+        part(0)
+        for thread in threads:
+            thread.join()
+        if errors:
+            # The first part's own error, not the "stopped" of the parts it stopped.
+            errors.sort(key=lambda e: (isinstance(e[1], _Stopped), e[0]))
+            raise errors[0][1]
+        return sum(rows)
 
     def _target(self, header: Header) -> _Target:
         info = ddl.describe_table(self.conn, self.schema, self.table)
@@ -480,38 +649,53 @@ class Importer:
 
     # ------------------------------------------------------------------ append
 
-    def _copy_statement(self, relation: sql.Composable, columns: Sequence[str]) -> sql.Composed:
+    def _copy_statement(self, relation: sql.Composable, columns: Sequence[str], *,
+                        header: bool | None = None) -> sql.Composed:
         opts = self.options.csv
+        header = opts.header if header is None else header
         return sql.SQL(
             "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER {}, DELIMITER {}, QUOTE {}, "
             "NULL {}, ENCODING {})").format(
             relation, sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-            sql.SQL("true" if opts.header else "false"), sql.Literal(opts.delimiter),
+            sql.SQL("true" if header else "false"), sql.Literal(opts.delimiter),
             sql.Literal(opts.quote), sql.Literal(opts.null), sql.Literal(opts.encoding))
 
     def _copy_file(self, path: Path, relation: sql.Composable, columns: Sequence[str],
-                   sha: str, *, inference: StreamInference | None = None) -> int:
+                   sha: str, *, inference: StreamInference | None = None,
+                   conn: psycopg.Connection | None = None, span: tuple[int, int] | None = None,
+                   on_bytes: Callable[[int], None] | None = None,
+                   stop: threading.Event | None = None) -> int:
         """Stream the file's bytes into COPY; optionally infer types from the same bytes.
 
         No per-row Python work here unless `inference` is given (only for a table this import
         creates). The bytes are hashed again on the way through: a file that changes while it
-        is being loaded fails instead of loading something nobody hashed.
+        is being loaded fails instead of loading something nobody hashed. With `span`, only
+        those bytes go (one part of a parallel load, over `conn`), and the caller checks the
+        file instead.
         """
-        stream, hasher = open_content(path)
+        conn = conn or self.conn
+        hasher: HashingReader | None = None
+        if span is None:
+            stream, hasher = open_content(path)
+        else:
+            stream = open_span(path, *span)
+        header = self.options.csv.header and (span is None or span[0] == 0)
         total = path.stat().st_size
         # Before PostgreSQL 18, a line that is just `\.` ends COPY's input even in CSV mode:
         # the rows after it would be lost without an error. Look for it (a C-speed search).
-        eof_marker = self.conn.info.server_version < 180000
+        eof_marker = conn.info.server_version < 180000
         tail = b"\n"
         newlines, last = 0, b"\n"  # to compare COPY's row count with the file's line count
-        with stream, self.conn.cursor() as cur:
-            with cur.copy(self._copy_statement(relation, columns),
+        with stream, conn.cursor() as cur:
+            with cur.copy(self._copy_statement(relation, columns, header=header),
                           writer=_BoundedWriter(cur)) as copy:
                 def feed() -> Iterator[bytes]:
                     nonlocal tail, newlines, last
                     for chunk in iter_chunks(stream):
                         if self.cancel.is_set():
                             raise InterruptedImport(f"{path}: cancelled; nothing written")
+                        if stop is not None and stop.is_set():
+                            raise _Stopped()
                         if eof_marker:
                             window = tail + chunk
                             if b"\n\\.\n" in window or b"\n\\.\r\n" in window:
@@ -523,7 +707,9 @@ class Importer:
                         copy.write(chunk)
                         newlines += chunk.count(b"\n")
                         last = chunk[-1:]
-                        if self.progress:
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
+                        elif self.progress and hasher is not None:
                             self.progress(hasher.bytes_read, total)
                         yield chunk
 
@@ -537,30 +723,35 @@ class Importer:
                 if inference is not None:
                     inference.finish()
             rows = cur.rowcount
-            while hasher.read(1 << 16):  # a gzip member's trailer may be left unread
-                pass
-        lines = newlines + (0 if last == b"\n" else 1) - (1 if self.options.csv.header else 0)
+            while hasher is not None and hasher.read(1 << 16):
+                pass  # a gzip member's trailer may be left unread
+        lines = newlines + (0 if last == b"\n" else 1) - (1 if header else 0)
         if rows != lines:  # line breaks inside fields, or a stray quote that joined records
-            bad = first_malformed_record(path, self.options.csv)
+            bad = first_malformed_record(path, self.options.csv, span)
             if bad is not None:
                 raise InputError(
                     "malformed quoting: a quote inside an unquoted field joins the records "
                     "after it; nothing written", file=path, line=bad,
                     hint='quote the whole field and double the quote inside: "12"" pizza"')
-        if hasher.sha256.hexdigest() != sha:
+        if hasher is not None and hasher.sha256.hexdigest() != sha:
             raise InputError("the file changed while it was being imported; nothing written",
                              file=path, hint="write snapshots elsewhere and rename them in")
         return rows
 
     def _copy_with_errors(self, path: Path, relation: sql.Composable, columns: Sequence[str],
-                          sha: str, *, inference: StreamInference | None = None) -> int:
+                          sha: str, *, inference: StreamInference | None = None,
+                          conn: psycopg.Connection | None = None,
+                          span: tuple[int, int] | None = None,
+                          on_bytes: Callable[[int], None] | None = None,
+                          stop: threading.Event | None = None) -> int:
         try:
-            return self._copy_file(path, relation, columns, sha, inference=inference)
+            return self._copy_file(path, relation, columns, sha, inference=inference,
+                                   conn=conn, span=span, on_bytes=on_bytes, stop=stop)
         except psycopg.errors.QueryCanceled:
             raise
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
                 psycopg.errors.InvalidTextRepresentation) as exc:
-            raise input_error_from_copy(exc, path, self.options.csv) from None
+            raise input_error_from_copy(exc, path, self.options.csv, span) from None
 
     def _load_append(self, path: Path, header: Header, target: _Target,
                      sha: str) -> tuple[int, str]:
@@ -737,18 +928,25 @@ class Importer:
 
     def _merge(self, path: Path, stage: sql.Identifier, target: _Target,
                columns: Sequence[str], *, physical_records: bool = False,
-               spare: sql.Composable | None = None) -> str:
+               spare: sql.Composable | None = None,
+               relocate: Callable[[], None] | None = None) -> str:
         """Merge the staged rows on the primary key; unchanged rows are not touched.
 
         `spare` (--on-error skip): a relation whose rejected records' keys (as text) are in
-        the snapshot, so --delete-missing must not delete them.
+        the snapshot, so --delete-missing must not delete them. `relocate`: for a stage not in
+        file order, raises the key error with the file's own line numbers.
         """
         assert target.info is not None
         pk = target.info.primary_key
         pk_ids = sql.SQL(", ").join(sql.Identifier(c) for c in pk)
         # Hashing a million keys wants more than the default 4 MB; for this transaction only.
         self.conn.execute("SET LOCAL work_mem = '64MB'")
-        self._check_keys(path, stage, pk, physical_records=physical_records)
+        try:
+            self._check_keys(path, stage, pk, physical_records=physical_records)
+        except InputError:
+            if relocate is not None:
+                relocate()
+            raise
         self.conn.execute(sql.SQL("ANALYZE {}").format(stage))
         others = [c for c in columns if c not in pk]
         table = sql.Identifier(self.schema, self.table)
@@ -875,6 +1073,11 @@ class _BoundedWriter(QueuedLibpqWriter):
     def __init__(self, cursor: psycopg.Cursor[object]) -> None:
         super().__init__(cursor)
         self._queue = Queue(maxsize=64)  # items of at most 128 kB each
+
+
+class _Stopped(Exception):
+    """Another part of the same parallel load failed: this one stops without an error of its
+    own."""
 
 
 class _NeedsWider(Exception):

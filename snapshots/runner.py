@@ -38,7 +38,9 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
                  cancel: threading.Event | None = None) -> Iterator[FileResult]:
     """Import files, yielding each result as it is known.
 
-    Upsert mode stays sequential: merge order is snapshot order, so time never runs backwards.
+    Files one at a time get every connection for their parts (a large file loads in
+    parallel parts); several at once get one each. Upsert mode goes file by file: merge
+    order is snapshot order, so time never runs backwards.
     """
     workers = jobs or default_jobs()
     state = "missing"
@@ -47,7 +49,7 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
     if workers <= 1 or len(files) <= 1 or options.mode == "upsert" or (
             options.mode == "auto" and state == "upsert"):
         yield from _sequential(conninfo, files, table=table, schema=schema, options=options,
-                               progress=progress, cancel=cancel)
+                               progress=progress, cancel=cancel, parts=workers)
         return
     pending = list(files)
     # The first file in snapshot order creates the table, with the types of its data, as it
@@ -55,7 +57,8 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
     # won the race would choose the types, and an earlier file could fail against them).
     while state == "missing" and pending and not options.dry_run:
         yield from _sequential(conninfo, pending[:1], table=table, schema=schema,
-                               options=options, progress=progress, cancel=cancel)
+                               options=options, progress=progress, cancel=cancel,
+                               parts=workers)
         del pending[0]
         if cancel is not None and cancel.is_set():
             return
@@ -63,7 +66,8 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
     if len(pending) <= 1:
         if pending:
             yield from _sequential(conninfo, pending, table=table, schema=schema,
-                                   options=options, progress=progress, cancel=cancel)
+                                   options=options, progress=progress, cancel=cancel,
+                                   parts=workers)
         return
     yield from _parallel(conninfo, pending, table=table, schema=schema, options=options,
                          workers=min(workers, len(pending)), progress=progress, cancel=cancel)
@@ -85,8 +89,9 @@ def _table_state(conninfo: str, table: str, schema: str | None) -> str:
 def _sequential(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
                 options: ImportOptions,
                 progress: Callable[[Path], ProgressCallback | None] | None,
-                cancel: threading.Event | None) -> Iterator[FileResult]:
-    importer = Importer(conninfo, table=table, schema=schema, options=options, cancel=cancel)
+                cancel: threading.Event | None, parts: int = 1) -> Iterator[FileResult]:
+    importer = Importer(conninfo, table=table, schema=schema, options=options, cancel=cancel,
+                        parts=parts)
     with importer:
         for path in files:
             importer.progress = progress(path) if progress else None

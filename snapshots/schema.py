@@ -4,6 +4,7 @@ psycopg.sql.Identifier, so a hostile header or table name is only an odd name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -314,3 +315,83 @@ def check_type_name(conn: psycopg.Connection, kind: str) -> str:
         from snapshots.errors import UsageError
         raise UsageError(f"--type: unknown type {kind!r}")
     return kind
+
+
+# --------------------------------------------------------------------------- parallel loads
+# A file loaded over several connections (`--jobs`) goes first into a table of its own that
+# nothing reads: its parts commit one by one, out of sight. The record's transaction then
+# attaches it to the data table by inheritance (append) or merges and drops it (upsert).
+# The import id in the name ties a leftover to its ledger record, so the reaper can drop it.
+PART_TABLE = re.compile(r"snapshot_(part|stage)_([0-9]+)")
+
+
+def part_table_name(kind: str, import_id: int) -> str:
+    """`snapshot_part_<id>` (rows an append attaches) or `snapshot_stage_<id>` (upsert)."""
+    return f"snapshot_{kind}_{import_id}"
+
+
+def create_part_table(conn: psycopg.Connection, schema: str, table: str, import_id: int) -> str:
+    """A logged table of the data table's shape for one import's rows, not yet attached.
+
+    It copies the parent's columns, defaults, constraints and indexes (so reads through the
+    parent stay as fast), and a CHECK on snapshot_id lets the planner skip it for queries on
+    other snapshots.
+    """
+    name = part_table_name("part", import_id)
+    conn.execute(sql.SQL(
+        "CREATE TABLE {part} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+        "INCLUDING INDEXES INCLUDING GENERATED INCLUDING STORAGE, "
+        "CONSTRAINT {check} CHECK ({sid} = {id}))").format(
+        part=sql.Identifier(schema, name), parent=sql.Identifier(schema, table),
+        check=sql.Identifier(f"{name}_snapshot_id"), sid=sql.Identifier(SNAPSHOT_ID),
+        id=sql.Literal(import_id)))
+    conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+        sql.Identifier(schema, name), sql.Literal(
+            f"rows of import #{import_id} into {schema}.{table} (loaded in parallel; "
+            "read them through the parent)")))
+    return name
+
+
+def create_stage_table(conn: psycopg.Connection, schema: str, table: str, import_id: int,
+                       columns: Sequence[str]) -> str:
+    """An unlogged stage for an upsert loaded in parallel (a temporary table is per session)."""
+    name = part_table_name("stage", import_id)
+    conn.execute(sql.SQL(
+        "CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} LIMIT 0").format(
+        sql.Identifier(schema, name), sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.Identifier(schema, table)))
+    return name
+
+
+def attach_part(conn: psycopg.Connection, schema: str, table: str, name: str) -> None:
+    """Make a part's rows visible through the data table. SHARE UPDATE EXCLUSIVE on the
+    parent: readers and other loads go on."""
+    conn.execute(sql.SQL("ALTER TABLE {} INHERIT {}").format(
+        sql.Identifier(schema, name), sql.Identifier(schema, table)))
+
+
+def drop_table(conn: psycopg.Connection, schema: str, name: str) -> None:
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, name)))
+
+
+def delete_snapshot_rows(conn: psycopg.Connection, schema: str, table: str,
+                         ids: Sequence[int]) -> int:
+    """Delete snapshots' rows from an append table: a part table goes whole (DROP), the rest
+    by snapshot_id. Returns the rows deleted."""
+    if not ids:
+        return 0
+    deleted = 0
+    parts = conn.execute(
+        "SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid "
+        "WHERE h.inhparent = %s::regclass AND c.relname = ANY(%s)",
+        (sql.Identifier(schema, table).as_string(conn),
+         [part_table_name("part", i) for i in ids])).fetchall()
+    for (name,) in parts:
+        # The ledger knows how many rows the import loaded: no need to count them.
+        row = conn.execute(sql.SQL("SELECT row_count FROM {} WHERE id = %s").format(
+            sql.Identifier(schema, LEDGER)), (int(name.rsplit("_", 1)[1]),)).fetchone()
+        deleted += int(row[0] or 0) if row else 0
+        drop_table(conn, schema, name)
+    deleted += conn.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
+        sql.Identifier(schema, table), sql.Identifier(SNAPSHOT_ID)), (list(ids),)).rowcount
+    return deleted

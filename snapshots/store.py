@@ -21,7 +21,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from snapshots import __version__
-from snapshots.schema import LEDGER, SNAPSHOT_ID, lock_key
+from snapshots import schema as ddl
+from snapshots.schema import LEDGER, lock_key
 
 STATUSES = ("importing", "imported", "failed", "replaced", "forgotten")
 
@@ -177,12 +178,35 @@ def reap_interrupted(conn: psycopg.Connection, schema: str, table: str | None = 
         if not name_lock(conn, schema, table_name, file_name, wait=False):
             continue
         try:
-            conn.execute(_INTERRUPTED.format(ledger(schema)) + sql.SQL(" AND id = %s"),
-                         (import_id,))
-            reaped.append(int(import_id))
+            # The owner may have finished between the SELECT and the lock: only a claim still
+            # `importing` now was orphaned.
+            if conn.execute(_INTERRUPTED.format(ledger(schema)) + sql.SQL(" AND id = %s"),
+                            (import_id,)).rowcount:
+                reaped.append(int(import_id))
         finally:
             name_unlock(conn, schema, table_name, file_name)
     return reaped
+
+
+def drop_leftover_parts(conn: psycopg.Connection, schema: str) -> list[str]:
+    """Drop the tables of parallel loads that ended without attaching them (failed, killed).
+
+    A part or stage belongs to an import id; while that record is `importing` its owner may
+    still be writing it (a dead owner's claim is reaped first, by reap_interrupted).
+    """
+    rows = conn.execute(sql.SQL(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN {} i ON i.id = substring(c.relname from '_([0-9]+)$')::bigint "
+        "WHERE n.nspname = %s AND c.relkind = 'r' "
+        "AND c.relname ~ '^snapshot_(part|stage)_[0-9]+$' "
+        "AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid) "
+        "AND i.status IS DISTINCT FROM 'importing'").format(ledger(schema)),
+        (schema,)).fetchall()
+    dropped = []
+    for (name,) in rows:
+        ddl.drop_table(conn, schema, name)
+        dropped.append(str(name))
+    return dropped
 
 
 def reap_name(conn: psycopg.Connection, schema: str, table: str, file_name: str) -> list[int]:
@@ -365,9 +389,7 @@ def forget(conn: psycopg.Connection, schema: str, table: str, *, ids: Sequence[i
             return ForgetResult([], 0, missing)  # all or nothing
         deleted = 0
         if chosen and delete_rows:
-            deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
-                sql.Identifier(schema, table), sql.Identifier(SNAPSHOT_ID)),
-                ([r.id for r in chosen],)).rowcount
+            deleted = ddl.delete_snapshot_rows(conn, schema, table, [r.id for r in chosen])
         if chosen:
             mark_status(conn, schema, [r.id for r in chosen], "forgotten")
     return ForgetResult(chosen, deleted)
@@ -385,16 +407,17 @@ class SnapshotState:
     retry_requested: bool
     # Asked for by `snapshots retry` after the failure (not set automatically with it).
     explicit_retry: bool = False
+    error: str | None = None  # of a failed attempt
 
 
 def snapshot_states(conn: psycopg.Connection, schema: str, table: str) -> dict[str, SnapshotState]:
     rows = conn.execute(sql.SQL(
         "SELECT DISTINCT ON (file_name) file_name, status, sha256, "
-        "retry_requested_at IS NOT NULL, coalesce(retry_requested_at > finished_at, false) "
-        "FROM {} WHERE table_name = %s "
+        "retry_requested_at IS NOT NULL, coalesce(retry_requested_at > finished_at, false), "
+        "error FROM {} WHERE table_name = %s "
         "ORDER BY file_name, (status = 'imported') DESC, id DESC").format(ledger(schema)),
         (table,)).fetchall()
-    return {r[0]: SnapshotState(r[1], r[2], bool(r[3]), bool(r[4])) for r in rows}
+    return {r[0]: SnapshotState(r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in rows}
 
 
 @dataclass(frozen=True)

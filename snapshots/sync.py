@@ -96,7 +96,7 @@ class Summary:
     database_error: str | None = None
     # Files that failed in an earlier run with the same bytes: not retried, but a --once run
     # must not look green while they sit there.
-    still_failed: set[str] = field(default_factory=set)
+    still_failed: dict[str, str] = field(default_factory=dict)  # name -> its earlier error
 
     def add(self, result: FileResult) -> None:
         if result.result == "imported":
@@ -125,9 +125,9 @@ class Summary:
         if self.database_error:
             payload["database_error"] = self.database_error[:300]
         failures = self.failures + [
-            {"file": name, "error": "failed in an earlier run with these bytes; not retried "
-                                    "until they change or `snapshots retry` is run"}
-            for name in sorted(self.still_failed)]
+            {"file": name, "error": f"failed in an earlier run with these bytes ({error}); "
+                                    "not retried until they change or `snapshots retry` is run"}
+            for name, error in sorted(self.still_failed.items())]
         text = json.dumps(payload, separators=(",", ":"))
         for index, failure in enumerate(failures):
             entry = {"file": failure["file"][:200], "error": failure["error"][:300]}
@@ -583,11 +583,15 @@ class SyncService:
         tried_here = self._attempted.get(rel) == seen and not (state and state.explicit_retry)
         if state is not None and state.status == "failed" and state.sha256 == sha \
                 and (not state.retry_requested or tried_here):
-            # Failed before with these bytes: wait for a change or a retry.
+            # Failed before with these bytes: wait for a change or a retry, and say so once.
             self._mark_done(rel, seen, failed=True)
-            if self.summary.failed == 0 or path.name not in {
+            if path.name not in self.summary.still_failed and path.name not in {
                     f["file"] for f in self.summary.failures}:
-                self.summary.still_failed.add(path.name)
+                error = first_line(state.error or "failed")
+                self.summary.still_failed[path.name] = error
+                log.warning("%s failed earlier with these bytes: %s; not retried until they "
+                            "change or `snapshots retry` asks", path.name, error,
+                            extra={"snap_file": path.name, "snap_result": "failed"})
             return
         if self._reported.get(rel) == (seen, "refused"):
             # Refused before any record was written: wait for a change.

@@ -137,8 +137,11 @@ class HashingReader(io.RawIOBase):
         super().close()
 
 
-def sha256_file(path: Path) -> tuple[str, int]:
-    """Hex sha256 of the file's bytes as stored, and its size. This is where a file is hashed."""
+def sha256_file(path: Path, splitter: RecordSplitter | None = None) -> tuple[str, int]:
+    """Hex sha256 of the file's bytes as stored, and its size. This is where a file is hashed.
+
+    A `splitter` sees the same bytes (a parallel load's cut points cost no read of their own).
+    """
     digest = hashlib.sha256()
     size = 0
     with path.open("rb", buffering=0) as f:
@@ -146,6 +149,8 @@ def sha256_file(path: Path) -> tuple[str, int]:
         view = memoryview(buf)
         while n := f.readinto(buf):
             digest.update(view[:n])
+            if splitter is not None:
+                splitter.feed(bytes(view[:n]))
             size += n
     return digest.hexdigest(), size
 
@@ -188,42 +193,62 @@ def open_span(path: Path, start: int, end: int) -> BinaryIO:
     return io.BufferedReader(_SpanReader(raw, end - start), CHUNK_SIZE)  # type: ignore[return-value]
 
 
-def split_records(path: Path, parts: int, options: CsvOptions) -> list[tuple[int, int]]:
-    """Cut an uncompressed CSV file into up to `parts` byte ranges of about equal size, each
-    starting at a record boundary (the header stays in the first).
+class RecordSplitter:
+    """Finds where to cut an uncompressed CSV file into `parts` byte ranges of about equal
+    size, each starting at a record boundary (the header stays in the first). Fed the file's
+    chunks in order, so it can ride along with the hashing read.
 
     A line break ends a record when an even number of quote characters comes before it in
     the file: COPY's CSV parser toggles "inside quotes" on every quote character (a doubled
     quote toggles twice), so this is exactly where COPY itself sees a record end, quoted line
-    breaks and badly quoted fields included. The scan counts quotes at C speed; it never
-    parses a row.
+    breaks and badly quoted fields included. It counts quotes at C speed; it never parses a
+    row.
     """
-    size = path.stat().st_size
-    targets = [size * k // parts for k in range(1, parts)]
-    quote = options.quote.encode()
-    bounds = [0]
-    with path.open("rb", buffering=0) as f:
-        offset, odd, k = 0, False, 0
-        while k < len(targets) and (chunk := f.read(CHUNK_SIZE)):
-            counted_to, parity = 0, odd  # quote parity at chunk[counted_to]
-            search = 0
+
+    def __init__(self, size: int, parts: int, options: CsvOptions) -> None:
+        self.size = size
+        self._targets = [size * k // parts for k in range(1, parts)]
+        self._quote = options.quote.encode()
+        self._bounds = [0]
+        self._offset, self._odd, self._next = 0, False, 0
+
+    @property
+    def done(self) -> bool:
+        return self._next >= len(self._targets)
+
+    def feed(self, chunk: bytes) -> None:
+        targets, k = self._targets, self._next
+        if k < len(targets) and targets[k] < self._offset + len(chunk):
+            counted_to, parity, search = 0, self._odd, 0  # quote parity at chunk[counted_to]
             while k < len(targets):
-                at = chunk.find(b"\n", max(search, targets[k] - offset))
+                at = chunk.find(b"\n", max(search, targets[k] - self._offset))
                 if at < 0:
                     break
-                parity ^= bool(chunk.count(quote, counted_to, at) & 1)
+                parity ^= bool(chunk.count(self._quote, counted_to, at) & 1)
                 counted_to, search = at, at + 1
                 if parity:
                     continue  # a line break inside a quoted field
-                boundary = offset + at + 1
-                if boundary < size and boundary > bounds[-1]:
-                    bounds.append(boundary)
+                boundary = self._offset + at + 1
+                if self._bounds[-1] < boundary < self.size:
+                    self._bounds.append(boundary)
                 k += 1
                 while k < len(targets) and targets[k] < boundary:
                     k += 1
-            odd ^= bool(chunk.count(quote) & 1)
-            offset += len(chunk)
-    return list(zip(bounds, [*bounds[1:], size], strict=True))
+            self._next = k
+        self._odd ^= bool(chunk.count(self._quote) & 1)
+        self._offset += len(chunk)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self._bounds, [*self._bounds[1:], self.size], strict=True))
+
+
+def split_records(path: Path, parts: int, options: CsvOptions) -> list[tuple[int, int]]:
+    """`parts` byte ranges of the file, cut at record boundaries (see RecordSplitter)."""
+    splitter = RecordSplitter(path.stat().st_size, parts, options)
+    with path.open("rb", buffering=0) as f:
+        while not splitter.done and (chunk := f.read(CHUNK_SIZE)):
+            splitter.feed(chunk)
+    return splitter.ranges()
 
 
 def iter_chunks(stream: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:

@@ -33,6 +33,7 @@ from snapshots.csvfile import (
     CsvOptions,
     HashingReader,
     Header,
+    RecordSplitter,
     StreamInference,
     first_malformed_record,
     is_gzip,
@@ -154,6 +155,8 @@ class Importer:
         self._ready = False
         self._role: str | None = None
         self._helpers: list[psycopg.Connection] = []  # parts 2..N of a parallel load
+        # Cut points found while hashing, and the file's signature before that read.
+        self._cuts: tuple[Path, list[tuple[int, int]], tuple[int, int, int]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -226,8 +229,14 @@ class Importer:
         if result.snapshot_date is None:
             result.warnings.append(
                 f"{path.name}: no YYYYMMDD date in the name; snapshot_date stays empty")
+        parts = 1 if known else self._worth_parts(path)
+        self._cuts = None
         try:
-            sha, size = known or sha256_file(path)
+            signature = _signature(path)
+            splitter = RecordSplitter(signature[0], parts, opts.csv) if parts > 1 else None
+            sha, size = known or sha256_file(path, splitter)
+            if splitter is not None:
+                self._cuts = (path, splitter.ranges(), signature)
         except OSError as exc:
             raise InputError(f"cannot read the file: {exc.strerror or exc}", file=path) from None
         result.sha256, result.bytes = sha, size
@@ -394,16 +403,26 @@ class Importer:
         first import infers types in one stream, --on-error skip reads rows in Python, and
         --schema-evolution add may alter the table mid-load.
         """
-        opts = self.options
-        if self.parts < 2 or is_gzip(path) or opts.on_error != "abort" or \
-                opts.schema_evolution != "strict":
-            return None
-        size = path.stat().st_size
-        parts = min(self.parts, size // opts.part_size)
+        parts = self._worth_parts(path)
         if parts < 2 or ddl.describe_table(self.conn, self.schema, self.table) is None:
             return None
-        ranges = split_records(path, parts, opts.csv)
+        if self._cuts is not None and self._cuts[0] == path:
+            ranges = self._cuts[1]  # found while the file was hashed
+        else:
+            ranges = split_records(path, parts, self.options.csv)
         return ranges if len(ranges) > 1 else None
+
+    def _worth_parts(self, path: Path) -> int:
+        """How many parts this file would load in (1: one stream)."""
+        opts = self.options
+        if self.parts < 2 or opts.dry_run or opts.on_error != "abort" or \
+                opts.schema_evolution != "strict" or is_gzip(path):
+            return 1
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return 1
+        return max(1, min(self.parts, size // opts.part_size))
 
     def _load_parallel(self, path: Path, header: Header, sha: str, import_id: int,
                        existing: store.Record | None, day: object, same: int | None,
@@ -422,14 +441,12 @@ class Importer:
                                           columns)
         relation = sql.Identifier(self.schema, name)
         try:
-            before = os.stat(path)
-            rows = self._copy_parts(path, relation, columns, ranges, import_id)
-            after = os.stat(path)
             # Parts are read side by side, so no one stream can hash the whole file on its
-            # way in: it was hashed before the load, and must not have changed since.
-            if (before.st_size, before.st_mtime_ns, before.st_ino) != \
-                    (after.st_size, after.st_mtime_ns, after.st_ino) or after.st_size != sum(
-                    end - start for start, end in ranges):
+            # way in: it was hashed before the load (or sync matched it to its memory by this
+            # signature), and must not have changed since.
+            before = self._cuts[2] if self._cuts and self._cuts[0] == path else _signature(path)
+            rows = self._copy_parts(path, relation, columns, ranges, import_id)
+            if _signature(path) != before or before[0] != ranges[-1][1]:
                 raise InputError("the file changed while it was being imported; nothing "
                                  "written", file=path,
                                  hint="write snapshots elsewhere and rename them in")
@@ -1055,6 +1072,12 @@ class Importer:
                        *, relation: sql.Composable | None = None) -> tuple[int, int, str]:
         from snapshots.rejects import load_skipping
         return load_skipping(self, path, header, target, import_id, relation=relation)
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    """(size, mtime, inode): what tells that a file's bytes may have changed."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _connection_lost(conn: psycopg.Connection, exc: psycopg.OperationalError) -> bool:

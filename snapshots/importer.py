@@ -404,7 +404,8 @@ class Importer:
         --schema-evolution add may alter the table mid-load.
         """
         parts = self._worth_parts(path)
-        if parts < 2 or ddl.describe_table(self.conn, self.schema, self.table) is None:
+        if parts < 2 or ddl.describe_table(self.conn, self.schema, self.table) is None or \
+                not ddl.may_attach(self.conn, self.schema, self.table):
             return None
         if self._cuts is not None and self._cuts[0] == path:
             ranges = self._cuts[1]  # found while the file was hashed

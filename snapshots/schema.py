@@ -363,6 +363,16 @@ def create_stage_table(conn: psycopg.Connection, schema: str, table: str, import
     return name
 
 
+def may_attach(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    """Whether this role can load in parallel parts: create a table beside the data table,
+    and own the data table (INHERIT needs both tables' owner). Else one stream does it."""
+    row = conn.execute(
+        "SELECT has_schema_privilege(%s, 'CREATE') AND pg_has_role(c.relowner, 'USAGE') "
+        "FROM pg_class c WHERE c.oid = %s::regclass",
+        (schema, sql.Identifier(schema, table).as_string(conn))).fetchone()
+    return bool(row and row[0])
+
+
 def attach_part(conn: psycopg.Connection, schema: str, table: str, name: str) -> None:
     """Make a part's rows visible through the data table. SHARE UPDATE EXCLUSIVE on the
     parent: readers and other loads go on."""

@@ -956,7 +956,6 @@ class Importer:
         """
         assert target.info is not None
         pk = target.info.primary_key
-        pk_ids = sql.SQL(", ").join(sql.Identifier(c) for c in pk)
         # Hashing a million keys wants more than the default 4 MB; for this transaction only.
         self.conn.execute("SET LOCAL work_mem = '64MB'")
         try:
@@ -968,44 +967,11 @@ class Importer:
         self.conn.execute(sql.SQL("ANALYZE {}").format(stage))
         others = [c for c in columns if c not in pk]
         table = sql.Identifier(self.schema, self.table)
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        if others:
-            action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
-                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-                                   for c in others),
-                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in others),
-                sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c))
-                                   for c in others))
-        else:
-            action = sql.SQL("DO NOTHING")
         try:
-            # Set-based: one UPDATE ... FROM for the changed rows and one INSERT for the new
-            # ones. INSERT ... ON CONFLICT DO UPDATE handles a conflict row by row, which
-            # measured ten times slower for a snapshot with 10% changed rows.
-            s_keys = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in pk)
-            t_keys = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in pk)
-            updated = 0
-            if others:
-                updated = self.conn.execute(sql.SQL(
-                    "UPDATE {table} AS t SET {sets} FROM {stage} s "
-                    "WHERE ({t_keys}) = ({s_keys}) AND ({t_others}) IS DISTINCT FROM ({s_others})"
-                ).format(
-                    table=table, stage=stage, t_keys=t_keys, s_keys=s_keys,
-                    sets=sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(c))
-                                            for c in others),
-                    t_others=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
-                                                for c in others),
-                    s_others=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c))
-                                                for c in others))).rowcount
-            inserted = self.conn.execute(sql.SQL(
-                "INSERT INTO {table} AS t ({cols}) SELECT {s_cols} FROM {stage} s "
-                "WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE ({t_keys}) = ({s_keys})) "
-                "ON CONFLICT ({pk}) {action}").format(
-                table=table, cols=cols, stage=stage, pk=pk_ids, action=action,
-                t_keys=t_keys, s_keys=s_keys,
-                s_cols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c))
-                                          for c in columns))).rowcount
-            changed = updated + inserted
+            if self.conn.info.server_version >= 150000:
+                changed = self._merge_statement(table, stage, pk, columns, others)
+            else:
+                changed = self._update_then_insert(table, stage, pk, columns, others)
         except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
             raise InputError(f"cannot merge: {first_line(exc.diag.message_primary or str(exc))}",
                              file=path) from None
@@ -1030,6 +996,60 @@ class Importer:
             ).rowcount
             detail += f", {deleted} deleted"
         return detail
+
+    def _merge_statement(self, table: sql.Composable, stage: sql.Composable,
+                         pk: Sequence[str], columns: Sequence[str],
+                         others: Sequence[str]) -> int:
+        """PostgreSQL 15+: one MERGE, one join of the stage with the table (a separate
+        UPDATE and INSERT join them twice: about 20% more time for a 10% change)."""
+        on = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(sql.Identifier(c))
+                                   for c in pk)
+        update = sql.SQL("")
+        if others:
+            update = sql.SQL(
+                " WHEN MATCHED AND ({t_others}) IS DISTINCT FROM ({s_others}) "
+                "THEN UPDATE SET {sets}").format(
+                t_others=_listed("t.", others), s_others=_listed("s.", others),
+                sets=sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(c))
+                                        for c in others))
+        return self.conn.execute(sql.SQL(
+            "MERGE INTO {table} AS t USING {stage} AS s ON {on}{update} "
+            "WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({s_cols})").format(
+            table=table, stage=stage, on=on, update=update, cols=_listed("", columns),
+            s_cols=_listed("s.", columns))).rowcount
+
+    def _update_then_insert(self, table: sql.Composable, stage: sql.Composable,
+                            pk: Sequence[str], columns: Sequence[str],
+                            others: Sequence[str]) -> int:
+        """Before PostgreSQL 15 (no MERGE): one UPDATE ... FROM for the changed rows and one
+        INSERT for the new ones. INSERT ... ON CONFLICT DO UPDATE for every row handles each
+        conflict one by one, which measured ten times slower for a 10% change."""
+        s_keys, t_keys = _listed("s.", pk), _listed("t.", pk)
+        updated = 0
+        if others:
+            updated = self.conn.execute(sql.SQL(
+                "UPDATE {table} AS t SET {sets} FROM {stage} s "
+                "WHERE ({t_keys}) = ({s_keys}) AND ({t_others}) IS DISTINCT FROM ({s_others})"
+            ).format(
+                table=table, stage=stage, t_keys=t_keys, s_keys=s_keys,
+                sets=sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(c))
+                                        for c in others),
+                t_others=_listed("t.", others), s_others=_listed("s.", others))).rowcount
+            action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                                   for c in others),
+                _listed("t.", others), _listed("EXCLUDED.", others))
+        else:
+            action = sql.SQL("DO NOTHING")
+        # ON CONFLICT only for keys another writer inserted meanwhile.
+        inserted = self.conn.execute(sql.SQL(
+            "INSERT INTO {table} AS t ({cols}) SELECT {s_cols} FROM {stage} s "
+            "WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE ({t_keys}) = ({s_keys})) "
+            "ON CONFLICT ({pk}) {action}").format(
+            table=table, cols=_listed("", columns), stage=stage, pk=_listed("", pk),
+            action=action, t_keys=t_keys, s_keys=s_keys,
+            s_cols=_listed("s.", columns))).rowcount
+        return updated + inserted
 
     # ------------------------------------------------------------------ dry run
 
@@ -1073,6 +1093,11 @@ class Importer:
                        *, relation: sql.Composable | None = None) -> tuple[int, int, str]:
         from snapshots.rejects import load_skipping
         return load_skipping(self, path, header, target, import_id, relation=relation)
+
+
+def _listed(prefix: str, names: Sequence[str]) -> sql.Composable:
+    """`t.a, t.b` for prefix `t.`: quoted column names, each with a fixed prefix."""
+    return sql.SQL(", ").join(sql.SQL(prefix + "{}").format(sql.Identifier(c)) for c in names)
 
 
 def _signature(path: Path) -> tuple[int, int, int]:

@@ -187,12 +187,14 @@ class Importer:
             ddl.check_not_newer(version, self.schema)
         else:
             ddl.migrate(self.conn, self.schema)
-            reaped = store.reap_interrupted(self.conn, self.schema, self.table)
+            # Every table's dead claims, not only this one's: their leftover parallel-load
+            # tables (dropped next) can be as large as a snapshot.
+            reaped = store.reap_interrupted(self.conn, self.schema)
             for import_id in reaped:
                 log.warning("marked import #%s as interrupted: its process went away", import_id)
             for name in store.drop_leftover_parts(self.conn, self.schema):
-                log.info("dropped %s.%s, left by a parallel load that did not finish",
-                         self.schema, name)
+                log.warning("dropped %s.%s, left by a parallel load that did not finish",
+                            self.schema, name)
         row = self.conn.execute("SELECT current_user").fetchone()
         self._role = str(row[0]) if row else None
         self._ready = True
@@ -414,16 +416,11 @@ class Importer:
         return ranges if len(ranges) > 1 else None
 
     def _worth_parts(self, path: Path) -> int:
-        """How many parts this file would load in (1: one stream)."""
-        opts = self.options
-        if self.parts < 2 or opts.dry_run or opts.on_error != "abort" or \
-                opts.schema_evolution != "strict" or is_gzip(path):
-            return 1
         try:
             size = path.stat().st_size
         except OSError:
             return 1
-        return max(1, min(self.parts, size // opts.part_size))
+        return worth_parts(self.options, path, size, self.parts)
 
     def _load_parallel(self, path: Path, header: Header, sha: str, import_id: int,
                        existing: store.Record | None, day: object, same: int | None,
@@ -1093,6 +1090,16 @@ class Importer:
                        *, relation: sql.Composable | None = None) -> tuple[int, int, str]:
         from snapshots.rejects import load_skipping
         return load_skipping(self, path, header, target, import_id, relation=relation)
+
+
+def worth_parts(options: ImportOptions, path: Path, size: int, most: int) -> int:
+    """How many parts a file of `size` bytes would load in, given at most `most` connections
+    (1: one stream). Only large uncompressed files into an existing table in the plain mode
+    are split; the importer also checks the table and the role's rights."""
+    if most < 2 or options.dry_run or options.on_error != "abort" or \
+            options.schema_evolution != "strict" or is_gzip(path):
+        return 1
+    return max(1, min(most, size // options.part_size))
 
 
 def _listed(prefix: str, names: Sequence[str]) -> sql.Composable:

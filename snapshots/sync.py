@@ -9,7 +9,6 @@ several sync processes safe on one directory.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import heapq
 import json
@@ -32,7 +31,7 @@ from snapshots import schema as ddl
 from snapshots.config import connect, first_line
 from snapshots.csvfile import sha256_file, snapshot_date
 from snapshots.errors import DatabaseUnavailable, InputError, SnapshotsError, UsageError
-from snapshots.importer import FileResult, Importer, ImportOptions
+from snapshots.importer import FileResult, Importer, ImportOptions, worth_parts
 from snapshots.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -172,6 +171,7 @@ class SyncService:
         self._last_rescan = time.monotonic()
         self._memory: dict[str, store.FileMemory] = {}
         self._in_flight: dict[str, Future[FileResult]] = {}
+        self._connections: dict[str, int] = {}  # connections each file in flight may use
         self._held_elsewhere: dict[str, float] = {}  # path -> when to look at it again
         self._dispatched: dict[str, Seen] = {}  # path -> the signature handed to the importer
         # Outcomes reached without a new ledger record (a conflict; a file refused before its
@@ -379,6 +379,7 @@ class SyncService:
             if limit == 1 and self._held_elsewhere:
                 limit = 0
             while self._ready and len(self._in_flight) < limit \
+                    and sum(self._connections.values()) < self.options.jobs \
                     and not self.stop_event.is_set():
                 key, rel = heapq.heappop(self._ready)
                 seen = self._listing.get(rel)
@@ -601,9 +602,14 @@ class SyncService:
 
     def _dispatch(self, rel: str, seen: Seen, path: Path, known: tuple[str, int]) -> None:
         self._attempted[rel] = seen
+        # --jobs counts connections: a large file alone may take them all for its parts.
+        parts = worth_parts(self.options.import_options, path, seen.size,
+                            self.options.jobs - sum(self._connections.values()))
+        self._connections[rel] = parts
 
         def work() -> FileResult:
             importer = self._importer()
+            importer.parts = parts
             with self._lock:
                 self._busy[threading.get_ident()] = importer
             try:
@@ -635,6 +641,7 @@ class SyncService:
             if not future.done():
                 continue
             del self._in_flight[rel]
+            self._connections.pop(rel, None)
             # Settle the bytes that were handed over: if the file changed meanwhile, its new
             # signature gets a turn of its own.
             seen = self._dispatched.pop(rel)
@@ -719,8 +726,7 @@ class SyncService:
             with self._lock:
                 busy = list(self._busy.values())
             for importer in busy:
-                with contextlib.suppress(psycopg.Error, AttributeError):
-                    importer.conn.cancel_safe(timeout=2)
+                importer.cancel_now()
             for future in list(self._in_flight.values()):
                 future.exception(timeout=30)
             self._collect()

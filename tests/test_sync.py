@@ -838,3 +838,26 @@ def test_outcomes_without_a_new_attempt_are_not_counted_again(
     assert sync.output().count(f"conflict {conflict}") == 1
     assert sync.output().count(f"failed {bad_header}") == 1
     assert sync.stop() == 0
+
+
+def test_a_large_file_alone_loads_in_parallel_parts(
+        db_conn: psycopg.Connection, data_dir: Path, staging: Path,
+        start_sync: Callable[..., Sync]) -> None:
+    """--jobs counts connections: a large file that arrives alone takes them all for its
+    parts; the snapshot still appears at once, as a child table of the data table."""
+    expected = {day_name(0): 50}
+    put(data_dir, day_name(0), csv_text(50))  # creates the table: one stream
+    sync = start_sync("--settle", str(SETTLE), "--rescan", str(RESCAN), "--jobs", "3",
+                      "--part-size", "2k")
+    wait_until(lambda: len(imported(db_conn)) == 1, DEADLINE, message="the first file")
+    expected[day_name(1)] = 3000
+    rename_in(staging, data_dir, day_name(1), csv_text(3000, seed=1))
+    record = wait_until(lambda: imported(db_conn).get(day_name(1)), DEADLINE,
+                        message="the large file")
+    assert_each_loaded_once(db_conn, expected)
+    children = db_conn.execute(
+        "SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid "
+        "WHERE h.inhparent = 'snapshots'::regclass").fetchall()
+    assert children == [(f"snapshot_part_{record['id']}",)]
+    assert sync.stop() == 0
+    assert "3 parts in parallel" in sync.output()

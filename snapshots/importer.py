@@ -432,6 +432,8 @@ class Importer:
         target = self._target(header)
         assert target.info is not None
         columns = self._reconcile_columns(path, header, target)
+        if target.mode == "upsert":
+            self._guard_time_order(path, day, existing)  # fail before the load, not after
         if target.mode == "append":
             name = ddl.create_part_table(self.conn, self.schema, self.table, import_id)
         else:

@@ -30,7 +30,13 @@ from snapshots import __version__, store
 from snapshots import schema as ddl
 from snapshots.config import connect, first_line
 from snapshots.csvfile import sha256_file, snapshot_date
-from snapshots.errors import DatabaseUnavailable, InputError, SnapshotsError, UsageError
+from snapshots.errors import (
+    DatabaseUnavailable,
+    InputError,
+    InterruptedImport,
+    SnapshotsError,
+    UsageError,
+)
 from snapshots.importer import FileResult, Importer, ImportOptions, worth_parts
 from snapshots.metrics import Metrics
 
@@ -659,6 +665,13 @@ class SyncService:
             if isinstance(result.error, DatabaseUnavailable):
                 self._database_lost(result.error)
                 continue  # not the file's fault: it stays pending
+            if isinstance(result.error, InterruptedImport):
+                # Cancelled at shutdown: not an outcome of the file (no metric, no failure);
+                # its record asks for a retry, so the next run loads it.
+                log.warning("cancelled %s at shutdown; nothing written, the next run loads it",
+                            result.file_name, extra={"snap_file": result.file_name,
+                                                     "snap_result": "cancelled"})
+                continue
             if result.result == "busy":
                 # Another process has it: move on, and look again in a while (a later pass
                 # sees its outcome). A --once run does not wait for it at all.

@@ -542,9 +542,12 @@ def test_sigterm_beyond_grace_cancels_and_rolls_back(
     code = sync.wait()
     if once:
         assert code != 0, "an interrupted --once run must not look like a success"
-        assert json.loads(summary.read_text())["interrupted"] is True
+        written = json.loads(summary.read_text())
+        assert written["interrupted"] is True
+        assert written["files"]["failed"] == 0, "a cancellation is not the file's failure"
     else:
         assert code == 0, "the long-running service exits 0 on SIGTERM"
+    assert f"cancelled {name} at shutdown" in sync.output()
     store.reap_interrupted(db_conn, "public", "snapshots")  # what the next run would do
     attempts = records(db_conn, name)
     assert [r["status"] for r in attempts] == ["failed"]

@@ -4,6 +4,7 @@ libraries underneath, prints, and maps errors to exit codes.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -446,13 +447,18 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
             server = HealthServer(metrics, host=metrics_host, port=port, alive=service.alive,
                                   ready=service.ready).start()
         except OSError as exc:
-            raise UsageError(f"cannot serve metrics on {metrics_host}:{port}: {exc.strerror}",
-                             hint="choose another --metrics-port, or 0 to disable") from None
+            in_use = exc.errno == errno.EADDRINUSE
+            raise UsageError(
+                f"cannot serve metrics on {metrics_host}:{port}: {exc.strerror or exc}",
+                hint="choose another --metrics-port, or 0 to disable" if in_use else
+                "check --metrics-host (an address or name of this machine)") from None
         log.info("serving /metrics, /healthz and /readyz on %s:%d", metrics_host, server.port)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda s, _f: service.request_stop(s))
+    watching = "once: the files there now" if once else (
+        "polling" if poll else f"events + rescan every {rescan:g}s")
     log.info("syncing %s into %s (settle %.1fs, %s)", data_dir, settings.table_name, settle,
-             "polling" if poll else f"events + rescan every {rescan:g}s")
+             watching)
     try:
         summary = service.run()
     finally:

@@ -694,6 +694,8 @@ class SyncService:
         self.summary.add(result)
         fields = {"snap_file": result.file_name, "snap_result": result.result,
                   "snap_rows": result.rows, "snap_seconds": round(result.seconds, 3)}
+        for warning in result.warnings:
+            log.warning("%s", warning, extra=fields)
         if result.result == "imported":
             log.info("imported %s: %d rows in %.2fs%s", result.file_name, result.rows,
                      result.seconds, f" ({result.detail})" if result.detail else "",

@@ -8,6 +8,7 @@ directory and deleted afterwards.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,14 @@ def _stop_embedded(directory: Path) -> None:
             timeout=30,
             message=f"the embedded server in {directory} to stop",
         )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test started; any still running at the end are killed (by their pid)."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

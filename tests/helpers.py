@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote, urlencode
 
+import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
@@ -118,3 +119,31 @@ def conninfo_to_uri(conninfo: str, **overrides: str) -> str:
     if params:
         uri += "?" + urlencode(params, quote_via=quote, safe="/")
     return uri
+
+
+def start_cli(*args: str | os.PathLike[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """``python -m snapshots ARGS`` started in the background (to signal or kill it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "snapshots", *(os.fspath(a) for a in args)], env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def copy_in_progress(conn: psycopg.Connection) -> int:
+    """Rows the server's COPY has taken so far in this database (0 when none runs)."""
+    row = conn.execute(
+        "SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy "
+        "WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def other_sessions(conn: psycopg.Connection) -> int:
+    """Client sessions in this database other than ``conn``'s own."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()
+    return int(row[0]) if row else 0

@@ -3,14 +3,12 @@ migrate`, a ledger newer than the tool, and migrators racing each other."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import run_cli, wait_until
+from helpers import run_cli, start_cli, wait_until
 from psycopg import sql
 
 from snapshots import __version__
@@ -203,11 +201,6 @@ def test_a_ledger_newer_than_the_tool_is_refused(tmp_path: Path, cli_env: dict[s
 
 # --------------------------------------------------------------------------- concurrency
 
-
-def start_cli(*args: str | os.PathLike[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "snapshots", *(os.fspath(a) for a in args)], env=env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def waiting_for_advisory_locks(conn: psycopg.Connection) -> int:

@@ -7,16 +7,20 @@ a guessed sleep.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import run_cli, wait_until
+from helpers import (
+    copy_in_progress,
+    finish,
+    other_sessions,
+    run_cli,
+    start_cli,
+    wait_until,
+)
 from psycopg import sql
 
 from snapshots import schema as ddl
@@ -39,41 +43,9 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def start_cli(*args: str | os.PathLike[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "snapshots", *(os.fspath(a) for a in args)], env=env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
 
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test started; any still running at the end are killed (by their pid)."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
-def copy_in_progress(conn: psycopg.Connection) -> int:
-    """Rows the server's COPY has taken so far in this database (0 when none runs)."""
-    row = conn.execute(
-        "SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy "
-        "WHERE datname = current_database()").fetchone()
-    return int(row[0])
-
-
-def other_sessions(conn: psycopg.Connection) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()
-    return int(row[0])
 
 
 def ledger(conn: psycopg.Connection) -> list[tuple[int, str, str, str | None]]:

@@ -145,12 +145,16 @@ def sha256_file(path: Path, splitter: RecordSplitter | None = None) -> tuple[str
     digest = hashlib.sha256()
     size = 0
     with path.open("rb", buffering=0) as f:
+        if splitter is not None:
+            while chunk := f.read(CHUNK_SIZE):
+                digest.update(chunk)
+                splitter.feed(chunk)
+                size += len(chunk)
+            return digest.hexdigest(), size
         buf = bytearray(CHUNK_SIZE)
         view = memoryview(buf)
         while n := f.readinto(buf):
             digest.update(view[:n])
-            if splitter is not None:
-                splitter.feed(bytes(view[:n]))
             size += n
     return digest.hexdigest(), size
 
@@ -217,6 +221,8 @@ class RecordSplitter:
         return self._next >= len(self._targets)
 
     def feed(self, chunk: bytes) -> None:
+        if self.done:
+            return  # every cut is found: the rest of the file needs no counting
         targets, k = self._targets, self._next
         if k < len(targets) and targets[k] < self._offset + len(chunk):
             counted_to, parity, search = 0, self._odd, 0  # quote parity at chunk[counted_to]

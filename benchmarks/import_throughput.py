@@ -320,25 +320,34 @@ def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series]:
     return ours, theirs
 
 
-def scenario_upsert(uri: str, first: Path, second: Path, rounds: int) -> tuple[Series, Series]:
-    ours, theirs = Series("snapshots upsert (10% changed)"), Series("psql \\copy of the first")
+def scenario_upsert(uri: str, first: Path, second: Path, rounds: int) -> list[Series]:
+    theirs = Series("psql \\copy of the first")
+    one = Series("snapshots upsert (10% changed)")
+    two = Series("snapshots upsert --jobs 2 (parallel staging)")
     keyed = ("(user_id bigint PRIMARY KEY, name text, store_name text, credit_limit numeric)")
     subprocess.run([*SNAPSHOTS, "-q", "--database", uri, "migrate"], check=True,
                    env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
-    for n in range(rounds):
-        sql(uri, "DROP TABLE IF EXISTS bench_upsert", "DROP TABLE IF EXISTS bench_upsert_psql",
-            f"CREATE TABLE bench_upsert {keyed}", f"CREATE TABLE bench_upsert_psql {keyed}",
+
+    def upsert(series: Series, jobs: int) -> None:
+        # Every upsert starts from the same keyed table holding the first snapshot.
+        sql(uri, "DROP TABLE IF EXISTS bench_upsert", f"CREATE TABLE bench_upsert {keyed}",
             "DELETE FROM snapshot_imports WHERE table_name = 'bench_upsert'")
         psql_copy(uri, "bench_upsert", first)
         sql(uri, "VACUUM ANALYZE bench_upsert")
         path = fresh_copy(second, "snapshot_20240201.csv")
-        if n % 2 == 0:
-            ours.samples.append(snapshots_import(uri, "bench_upsert", path))
-            theirs.samples.append(psql_copy(uri, "bench_upsert_psql", first))
-        else:
-            theirs.samples.append(psql_copy(uri, "bench_upsert_psql", first))
-            ours.samples.append(snapshots_import(uri, "bench_upsert", path))
-    return ours, theirs
+        series.samples.append(snapshots_import(uri, "bench_upsert", path, jobs=jobs))
+
+    def baseline() -> None:
+        sql(uri, "DROP TABLE IF EXISTS bench_upsert_psql",
+            f"CREATE TABLE bench_upsert_psql {keyed}")
+        theirs.samples.append(psql_copy(uri, "bench_upsert_psql", first))
+
+    for n in range(rounds):
+        steps: list[Callable[[], None]] = [lambda: upsert(one, 1), baseline,
+                                           lambda: upsert(two, 2)]
+        for step in steps if n % 2 == 0 else reversed(steps):
+            step()
+    return [theirs, one, two]
 
 
 # --------------------------------------------------------------------------- report
@@ -404,9 +413,10 @@ def main() -> None:
         if "upsert" in only:
             print("upsert ...", file=sys.stderr)
             generate(changed, args.rows, seed=42, changed=0.10)
-            ours, theirs = scenario_upsert(uri, data, changed, args.rounds)
+            theirs, one, two = scenario_upsert(uri, data, changed, args.rounds)
             lines += [row(theirs, args.rows, size_mb, None),
-                      row(ours, args.rows, size_mb, theirs, "<= 2x")]
+                      row(one, args.rows, size_mb, theirs, "<= 2x"),
+                      row(two, args.rows, size_mb, theirs, "<= 2x")]
         if "parallel" in only:
             print("parallel parts of one file ...", file=sys.stderr)
             psql, one, two, raw = scenario_parallel(uri, data, args.rounds)

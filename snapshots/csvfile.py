@@ -14,7 +14,7 @@ import gzip
 import hashlib
 import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -761,25 +761,28 @@ class StreamInference:
 
 
 def first_malformed_record(path: Path, options: CsvOptions,
-                           span: tuple[int, int] | None = None) -> int | None:
+                           span: tuple[int, int] | None = None,
+                           check: Callable[[], None] | None = None) -> int | None:
     """The line where the first badly quoted record starts, or None when all are fine.
 
     PostgreSQL's COPY reads a quote inside an unquoted field (`12" pizza`) as the start of a
     quoted section and silently joins records until the next quote. The importer calls this
     only when COPY's row count differs from the file's line count, which well-formed files
     without line breaks inside fields never do. `span`: look only at those bytes (one part of
-    a parallel load); the line returned is still the file's.
+    a parallel load); the line returned is still the file's. `check` runs before each chunk
+    (it raises to stop a scan that is no longer wanted).
     """
     if span is not None:
         with open_span(path, *span) as stream:
-            found = _first_malformed(stream, options, bom=span[0] == 0)
+            found = _first_malformed(stream, options, bom=span[0] == 0, check=check)
         return None if found is None else lines_before(path, span[0], options) + found
     stream, _ = open_content(path)
     with stream:
-        return _first_malformed(stream, options, bom=True)
+        return _first_malformed(stream, options, bom=True, check=check)
 
 
-def _first_malformed(stream: BinaryIO, options: CsvOptions, *, bom: bool) -> int | None:
+def _first_malformed(stream: BinaryIO, options: CsvOptions, *, bom: bool,
+                     check: Callable[[], None] | None) -> int | None:
     q, d = re.escape(options.quote), re.escape(options.delimiter)
     field = rf"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{d}{q}\r\n]*)"
     record = re.compile(rf"{field}(?:{d}{field})*(?:\r\n|\n|\r)")
@@ -788,6 +791,8 @@ def _first_malformed(stream: BinaryIO, options: CsvOptions, *, bom: bool) -> int
     chunks = iter_chunks(stream)
     finished = False
     while not finished:
+        if check is not None:
+            check()
         chunk = next(chunks, None)
         if chunk is None:
             finished = True

@@ -217,6 +217,9 @@ class Importer:
                                                    f"{first_line(str(exc))}")
             else:  # the server refused this file: a limit (54xxx), a full disk (53100), ...
                 result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
+        except psycopg.errors.QueryCanceled as exc:
+            result.error = InterruptedImport(f"{path}: cancelled; nothing written") \
+                if self.cancel.is_set() else SnapshotsError(f"{path}: {first_line(str(exc))}")
         except psycopg.Error as exc:
             result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
         finally:
@@ -498,8 +501,10 @@ class Importer:
 
     def _copy_parts(self, path: Path, relation: sql.Composable, columns: Sequence[str],
                     ranges: list[tuple[int, int]], import_id: int) -> int:
-        """COPY each byte range over its own connection; each part commits on its own (out of
-        sight). A bad row in any part stops the others and fails the whole file."""
+        """COPY each byte range over its own connection, each in a thread of its own; each
+        part commits on its own (out of sight). A bad row in any part stops the others at
+        once and fails the whole file; so does Ctrl-C or a cancellation, and no part commits
+        after this returns."""
         conns = self._helper_connections(len(ranges) - 1)
         stop = threading.Event()
         total = sum(end - start for start, end in ranges)
@@ -519,24 +524,39 @@ class Importer:
                 with conn.transaction():
                     conn.execute("SELECT set_config(%s, %s, true)",
                                  (ddl.IMPORT_ID_SETTING, str(import_id)))
-                    rows[k] = self._copy_with_errors(path, relation, columns, "", conn=conn,
-                                                     span=ranges[k], on_bytes=advance,
-                                                     stop=stop)
+                    rows[k] = self._copy_file(path, relation, columns, "", conn=conn,
+                                              span=ranges[k], on_bytes=advance, stop=stop)
             except BaseException as exc:
+                stop.set()  # first, so the others stop while this error is located
                 errors.append((k, exc))
-                stop.set()
 
         threads = [threading.Thread(target=part, args=(k,), name=f"part-{k}", daemon=True)
-                   for k in range(1, len(ranges))]
+                   for k in range(len(ranges))]
         for thread in threads:
             thread.start()
-        part(0)
-        for thread in threads:
-            thread.join()
+        try:
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(timeout=0.1)  # short waits: Ctrl-C reaches this thread
+                if self.cancel.is_set() and not stop.is_set():
+                    stop.set()
+                    self.cancel_now()  # a COPY the server is still working through
+        except BaseException:
+            stop.set()
+            self.cancel_now()
+            for thread in threads:
+                thread.join(timeout=30)
+            raise
+        if self.cancel.is_set():
+            raise InterruptedImport(f"{path}: cancelled; nothing written")
         if errors:
-            # The first part's own error, not the "stopped" of the parts it stopped.
-            errors.sort(key=lambda e: (isinstance(e[1], _Stopped), e[0]))
-            raise errors[0][1]
+            # The failing part's own error, not the "stopped" of the parts it stopped.
+            errors.sort(key=lambda e: (isinstance(e[1], _Stopped | psycopg.errors.QueryCanceled),
+                                       e[0]))
+            k, exc = errors[0]
+            if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError):
+                raise input_error_from_copy(exc, path, self.options.csv, ranges[k]) from None
+            raise exc
         return sum(rows)
 
     def _target(self, header: Header) -> _Target:
@@ -709,10 +729,7 @@ class Importer:
                 def feed() -> Iterator[bytes]:
                     nonlocal tail, newlines, last
                     for chunk in iter_chunks(stream):
-                        if self.cancel.is_set():
-                            raise InterruptedImport(f"{path}: cancelled; nothing written")
-                        if stop is not None and stop.is_set():
-                            raise _Stopped()
+                        self._check_stop(path, stop)
                         if eof_marker:
                             window = tail + chunk
                             if b"\n\\.\n" in window or b"\n\\.\r\n" in window:
@@ -744,7 +761,8 @@ class Importer:
                 pass  # a gzip member's trailer may be left unread
         lines = newlines + (0 if last == b"\n" else 1) - (1 if header else 0)
         if rows != lines:  # line breaks inside fields, or a stray quote that joined records
-            bad = first_malformed_record(path, self.options.csv, span)
+            bad = first_malformed_record(path, self.options.csv, span,
+                                         check=lambda: self._check_stop(path, stop))
             if bad is not None:
                 raise InputError(
                     "malformed quoting: a quote inside an unquoted field joins the records "
@@ -754,6 +772,12 @@ class Importer:
             raise InputError("the file changed while it was being imported; nothing written",
                              file=path, hint="write snapshots elsewhere and rename them in")
         return rows
+
+    def _check_stop(self, path: Path, stop: threading.Event | None) -> None:
+        if self.cancel.is_set():
+            raise InterruptedImport(f"{path}: cancelled; nothing written")
+        if stop is not None and stop.is_set():
+            raise _Stopped()
 
     def _copy_with_errors(self, path: Path, relation: sql.Composable, columns: Sequence[str],
                           sha: str, *, inference: StreamInference | None = None,

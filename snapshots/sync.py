@@ -214,7 +214,7 @@ class SyncService:
             self.wake.set()
             return
         if signum is not None:
-            log.info("received %s: finishing files in flight (grace %.0fs)",
+            log.info("received %s: finishing files in flight (grace %gs)",
                      signal.Signals(signum).name, self.options.grace)
         self.summary.interrupted = self.options.once
         self.stop_event.set()
@@ -608,9 +608,11 @@ class SyncService:
 
     def _dispatch(self, rel: str, seen: Seen, path: Path, known: tuple[str, int]) -> None:
         self._attempted[rel] = seen
-        # --jobs counts connections: a large file alone may take them all for its parts.
+        # --jobs counts connections: a large file alone may take them all for its parts;
+        # files waiting behind it get a fair share, so several still load side by side.
+        free = self.options.jobs - sum(self._connections.values())
         parts = worth_parts(self.options.import_options, path, seen.size,
-                            self.options.jobs - sum(self._connections.values()))
+                            max(1, free // (1 + min(len(self._ready), free - 1))))
         self._connections[rel] = parts
 
         def work() -> FileResult:

@@ -211,15 +211,15 @@ class Importer:
         except SnapshotsError as exc:
             result.result = "conflict" if isinstance(exc, ConflictError) else "failed"
             result.error = exc
+        except psycopg.errors.QueryCanceled as exc:  # an OperationalError: before that
+            result.error = InterruptedImport(f"{path}: cancelled; nothing written") \
+                if self.cancel.is_set() else SnapshotsError(f"{path}: {first_line(str(exc))}")
         except psycopg.OperationalError as exc:
             if _connection_lost(self.conn, exc):
                 result.error = DatabaseUnavailable(f"{path}: lost the database: "
                                                    f"{first_line(str(exc))}")
             else:  # the server refused this file: a limit (54xxx), a full disk (53100), ...
                 result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
-        except psycopg.errors.QueryCanceled as exc:
-            result.error = InterruptedImport(f"{path}: cancelled; nothing written") \
-                if self.cancel.is_set() else SnapshotsError(f"{path}: {first_line(str(exc))}")
         except psycopg.Error as exc:
             result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
         finally:

@@ -29,7 +29,6 @@ from unittest import mock
 import psycopg
 import pytest
 from helpers import (
-    copy_in_progress,
     finish,
     other_sessions,
     run_cli,
@@ -466,6 +465,13 @@ def test_loads_that_stay_one_stream(tmp_path: Path, cli_env: dict[str, str], db_
 BIG_ROWS = 1_500_000
 
 
+def copies_running(conn: psycopg.Connection) -> int:
+    """COPY statements the server is running in this database (one per part)."""
+    row = conn.execute("SELECT count(*) FROM pg_stat_progress_copy "
+                       "WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
+
+
 @pytest.fixture(scope="session")
 def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A snapshot large enough that its COPY takes a few seconds, even in four parts."""
@@ -491,7 +497,7 @@ def test_sigkill_in_the_middle_of_a_parallel_copy(tmp_path: Path, cli_env: dict[
                      env=cli_env)
     procs.append(proc)
     # Two parts side by side: the kill hits a parallel load, not its first stream only.
-    wait_until(lambda: copy_in_progress(db_conn) >= 2 or proc.poll() is not None, timeout=60,
+    wait_until(lambda: copies_running(db_conn) >= 2 or proc.poll() is not None, timeout=60,
                message="two parts' COPY to start")
     assert proc.poll() is None, "the import finished before it could be killed: file too small"
     proc.send_signal(signal.SIGKILL)
@@ -542,7 +548,7 @@ def test_sigint_in_the_middle_of_a_parallel_copy(cli_env: dict[str, str], db_url
     proc = start_cli("--database", db_url, "--table", "t", "import", "--jobs", "4",
                      "--part-size", "1M", big_file, env=cli_env)
     procs.append(proc)
-    wait_until(lambda: copy_in_progress(db_conn) >= 2 or proc.poll() is not None, timeout=60,
+    wait_until(lambda: copies_running(db_conn) >= 2 or proc.poll() is not None, timeout=60,
                message="two parts' COPY to start")
     assert proc.poll() is None, "the import finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)

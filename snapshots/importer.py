@@ -61,10 +61,10 @@ from snapshots.errors import (
 log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 4 << 20  # bytes read to guess types before the table is created
-MAX_WIDENINGS = 64
+MAX_WIDENINGS = 64  # a file can't need more retries than this without something being wrong
 # A file is loaded in parallel parts of at least this size: below it, the extra connections
 # and the table per snapshot cost more than a second stream gains.
-PART_MIN_BYTES = 32 << 20  # a file can't need more retries than this without something being wrong
+PART_MIN_BYTES = 32 << 20
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
 
@@ -341,8 +341,8 @@ class Importer:
         # Not the file's fault: a cancellation, a lost server, options that don't fit the
         # table. Such a failure doesn't stop sync from trying the same bytes again.
         retry = isinstance(exc, (InterruptedImport, KeyboardInterrupt, UsageError,
-                                 DatabaseUnavailable, psycopg.errors.QueryCanceled,
-                                 psycopg.OperationalError))
+                                 DatabaseUnavailable,
+                                 psycopg.OperationalError))  # QueryCanceled is one too
         try:
             try:
                 if self.conn.broken or self.conn.closed:
@@ -547,8 +547,7 @@ class Importer:
             for thread in threads:
                 thread.join(timeout=30)
             raise
-        if self.cancel.is_set():
-            raise InterruptedImport(f"{path}: cancelled; nothing written")
+        self._check_stop(path, None)  # cancelled: that, not the parts' errors, is the outcome
         if errors:
             # The failing part's own error, not the "stopped" of the parts it stopped.
             errors.sort(key=lambda e: (isinstance(e[1], _Stopped | psycopg.errors.QueryCanceled),
@@ -780,19 +779,16 @@ class Importer:
             raise _Stopped()
 
     def _copy_with_errors(self, path: Path, relation: sql.Composable, columns: Sequence[str],
-                          sha: str, *, inference: StreamInference | None = None,
-                          conn: psycopg.Connection | None = None,
-                          span: tuple[int, int] | None = None,
-                          on_bytes: Callable[[int], None] | None = None,
-                          stop: threading.Event | None = None) -> int:
+                          sha: str, *, inference: StreamInference | None = None) -> int:
+        """One stream; a COPY error becomes the file's one-line error (parallel parts
+        translate theirs in _copy_parts, once the other parts are stopped)."""
         try:
-            return self._copy_file(path, relation, columns, sha, inference=inference,
-                                   conn=conn, span=span, on_bytes=on_bytes, stop=stop)
+            return self._copy_file(path, relation, columns, sha, inference=inference)
         except psycopg.errors.QueryCanceled:
             raise
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
                 psycopg.errors.InvalidTextRepresentation) as exc:
-            raise input_error_from_copy(exc, path, self.options.csv, span) from None
+            raise input_error_from_copy(exc, path, self.options.csv) from None
 
     def _load_append(self, path: Path, header: Header, target: _Target,
                      sha: str) -> tuple[int, str]:

@@ -4,7 +4,6 @@ psycopg.sql.Identifier, so a hostile header or table name is only an odd name.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -322,7 +321,6 @@ def check_type_name(conn: psycopg.Connection, kind: str) -> str:
 # nothing reads: its parts commit one by one, out of sight. The record's transaction then
 # attaches it to the data table by inheritance (append) or merges and drops it (upsert).
 # The import id in the name ties a leftover to its ledger record, so the reaper can drop it.
-PART_TABLE = re.compile(r"snapshot_(part|stage)_([0-9]+)")
 
 
 def part_table_name(kind: str, import_id: int) -> str:
@@ -389,16 +387,15 @@ def delete_snapshot_rows(conn: psycopg.Connection, schema: str, table: str,
     if not ids:
         return 0
     deleted = 0
-    parts = conn.execute(
-        "SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid "
-        "WHERE h.inhparent = %s::regclass AND c.relname = ANY(%s)",
-        (sql.Identifier(schema, table).as_string(conn),
-         [part_table_name("part", i) for i in ids])).fetchall()
-    for (name,) in parts:
-        # The ledger knows how many rows the import loaded: no need to count them.
-        row = conn.execute(sql.SQL("SELECT row_count FROM {} WHERE id = %s").format(
-            sql.Identifier(schema, LEDGER)), (int(name.rsplit("_", 1)[1]),)).fetchone()
-        deleted += int(row[0] or 0) if row else 0
+    # One query for the part tables and their row counts (the ledger knows them: no count).
+    parts = conn.execute(sql.SQL(
+        "SELECT c.relname, i.row_count FROM {} i "
+        "JOIN pg_class c ON c.relname = 'snapshot_part_' || i.id "
+        "JOIN pg_inherits h ON h.inhrelid = c.oid AND h.inhparent = %s::regclass "
+        "WHERE i.id = ANY(%s)").format(sql.Identifier(schema, LEDGER)),
+        (sql.Identifier(schema, table).as_string(conn), list(ids))).fetchall()
+    for name, rows in parts:
+        deleted += int(rows or 0)
         drop_table(conn, schema, name)
     deleted += conn.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
         sql.Identifier(schema, table), sql.Identifier(SNAPSHOT_ID)), (list(ids),)).rowcount

@@ -416,9 +416,14 @@ class SyncService:
             if first is None or first[0] != seen:
                 self._first_seen[rel] = (seen, now)
             self._waiting[rel] = seen
-        for table in (self._first_seen, self._held_elsewhere, self._reported):
-            for gone in [rel for rel in table if rel not in listing]:
+        # Forget what was kept per file for files that are gone: months of daily files must
+        # not pile up in memory.
+        for table in (self._first_seen, self._held_elsewhere, self._reported, self._order_keys,
+                      self._attempted, self._done):
+            for gone in [rel for rel in table if rel not in listing and rel not in
+                         self._in_flight]:
                 del table[gone]
+        self._done_failed &= set(self._done)
         self._gauged_at = 0.0
 
     def _promote(self, now: float, now_wall: float) -> None:

@@ -147,3 +147,13 @@ def other_sessions(conn: psycopg.Connection) -> int:
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchone()
     return int(row[0]) if row else 0
+
+
+def write_rows(path: Path, header: str, rows: int, line: Callable[[int], str]) -> Path:
+    """A CSV of `header` and `line(i)` for i in 1..rows, written in batches (flat memory)."""
+    with path.open("wb") as out:
+        out.write(header.encode())
+        for start in range(1, rows + 1, 100_000):
+            out.write("".join(line(i) for i in range(start, min(start + 100_000, rows + 1)))
+                      .encode())
+    return path

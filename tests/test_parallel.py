@@ -34,6 +34,7 @@ from helpers import (
     run_cli,
     start_cli,
     wait_until,
+    write_rows,
 )
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -475,15 +476,23 @@ def copies_running(conn: psycopg.Connection) -> int:
 @pytest.fixture(scope="session")
 def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A snapshot large enough that its COPY takes a few seconds, even in four parts."""
-    path = tmp_path_factory.mktemp("big-parallel") / "snapshot_20230105.csv"
-    with path.open("wb") as out:
-        out.write(HEADER.encode())
-        step = 100_000
-        for start in range(1, BIG_ROWS + 1, step):
-            out.write("".join(
-                f'{i},"Name\n{i}",Store {i % 997},{i % 10_000}.{i % 100:02d}\n'
-                for i in range(start, min(start + step, BIG_ROWS + 1))).encode())
-    return path
+    return write_rows(tmp_path_factory.mktemp("big-parallel") / "snapshot_20230105.csv",
+                      HEADER, BIG_ROWS,
+                      lambda i: f'{i},"Name\n{i}",Store {i % 997},{i % 10_000}.{i % 100:02d}\n')
+
+
+def start_parallel_import(db_url: str, cli_env: dict[str, str], db_conn: psycopg.Connection,
+                          big_file: Path, procs: list[subprocess.Popen[str]]
+                          ) -> subprocess.Popen[str]:
+    """`import --jobs 4` of the big file, returned once two parts' COPY run side by side
+    (so a signal hits a parallel load, not its first stream only)."""
+    proc = start_cli("--database", db_url, "--table", "t", "import", "--jobs", "4",
+                     "--part-size", "1M", big_file, env=cli_env)
+    procs.append(proc)
+    wait_until(lambda: copies_running(db_conn) >= 2 or proc.poll() is not None, timeout=60,
+               message="two parts' COPY to start")
+    assert proc.poll() is None, "the import finished before the signal: file too small"
+    return proc
 
 
 @pytest.mark.slow
@@ -493,13 +502,7 @@ def test_sigkill_in_the_middle_of_a_parallel_copy(tmp_path: Path, cli_env: dict[
                                                   procs: list[subprocess.Popen[str]]) -> None:
     rows_before = count(db_conn, "t")
     parallel = ("--jobs", "4", "--part-size", "1M")
-    proc = start_cli("--database", db_url, "--table", "t", "import", *parallel, big_file,
-                     env=cli_env)
-    procs.append(proc)
-    # Two parts side by side: the kill hits a parallel load, not its first stream only.
-    wait_until(lambda: copies_running(db_conn) >= 2 or proc.poll() is not None, timeout=60,
-               message="two parts' COPY to start")
-    assert proc.poll() is None, "the import finished before it could be killed: file too small"
+    proc = start_parallel_import(db_url, cli_env, db_conn, big_file, procs)
     proc.send_signal(signal.SIGKILL)
     code, out, _ = finish(proc)
     assert code == -signal.SIGKILL
@@ -545,12 +548,7 @@ def test_sigint_in_the_middle_of_a_parallel_copy(cli_env: dict[str, str], db_url
                                                  append_table: Path, big_file: Path,
                                                  procs: list[subprocess.Popen[str]]) -> None:
     """Ctrl-C: the process itself records the failure and drops its part table; exit 130."""
-    proc = start_cli("--database", db_url, "--table", "t", "import", "--jobs", "4",
-                     "--part-size", "1M", big_file, env=cli_env)
-    procs.append(proc)
-    wait_until(lambda: copies_running(db_conn) >= 2 or proc.poll() is not None, timeout=60,
-               message="two parts' COPY to start")
-    assert proc.poll() is None, "the import finished before it could be interrupted"
+    proc = start_parallel_import(db_url, cli_env, db_conn, big_file, procs)
     proc.send_signal(signal.SIGINT)
     code, _out, err = finish(proc)
     assert code == 130, err

@@ -20,6 +20,7 @@ from helpers import (
     run_cli,
     start_cli,
     wait_until,
+    write_rows,
 )
 from psycopg import sql
 
@@ -32,15 +33,9 @@ HEADER = b"user_id,name,store_name,credit_limit\n"
 @pytest.fixture(scope="session")
 def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A snapshot large enough that its COPY takes a few seconds (generated once)."""
-    path = tmp_path_factory.mktemp("big") / "snapshot_20230105.csv"
-    with path.open("wb") as out:
-        out.write(HEADER)
-        step = 100_000
-        for start in range(1, BIG_ROWS + 1, step):
-            out.write("".join(
-                f"{i},Name {i},Store {i % 997},{i % 10_000}.{i % 100:02d}\n"
-                for i in range(start, min(start + step, BIG_ROWS + 1))).encode())
-    return path
+    return write_rows(tmp_path_factory.mktemp("big") / "snapshot_20230105.csv",
+                      HEADER.decode(), BIG_ROWS,
+                      lambda i: f"{i},Name {i},Store {i % 997},{i % 10_000}.{i % 100:02d}\n")
 
 
 

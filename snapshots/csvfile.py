@@ -784,8 +784,10 @@ def first_malformed_record(path: Path, options: CsvOptions,
 def _first_malformed(stream: BinaryIO, options: CsvOptions, *, bom: bool,
                      check: Callable[[], None] | None) -> int | None:
     q, d = re.escape(options.quote), re.escape(options.delimiter)
-    field = rf"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{d}{q}\r\n]*)"
-    record = re.compile(rf"{field}(?:{d}{field})*(?:\r\n|\n|\r)")
+    # Possessive runs and one match over as many well-formed records as a chunk holds: the
+    # regex engine walks the text at C speed instead of Python looping once per record.
+    field = rf"(?:{q}(?:[^{q}]++|{q}{q})*+{q}|[^{d}{q}\r\n]*+)"
+    records = re.compile(rf"(?:{field}(?:{d}{field})*+(?:\r\n|\n|\r))*+")
     decoder = codecs.getincrementaldecoder(options.python_encoding)("replace")
     text, line, started = "", 1, not bom
     chunks = iter_chunks(stream)
@@ -803,16 +805,15 @@ def _first_malformed(stream: BinaryIO, options: CsvOptions, *, bom: bool,
             text += decoder.decode(chunk)
         if not started:
             text, started = text.removeprefix("\ufeff"), True
-        pos = 0
-        while pos < len(text):
-            match = record.match(text, pos)
-            if match is None:
-                if finished or len(text) - pos > MAX_RECORD_CARRY:
-                    return line
-                break  # the record may go on in the next chunk
-            line += text.count("\n", pos, match.end()) or 1
-            pos = match.end()
-        text = text[pos:]
+        # A "\r" at the end of a chunk may be the first half of a "\r\n": leave it for later.
+        stop = len(text) - 1 if not finished and text.endswith("\r") else len(text)
+        end = records.match(text, 0, stop).end()  # type: ignore[union-attr]  # matches ""
+        # Lines as lines_before counts them: broken at \n, \r\n and a lone \r.
+        line += text.count("\n", 0, end) + text.count("\r", 0, end) - \
+            text.count("\r\n", 0, end)
+        text = text[end:]
+        if text and (finished or len(text) > MAX_RECORD_CARRY):
+            return line  # a record no quoting rule explains, or one that never ends
     return None
 
 

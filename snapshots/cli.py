@@ -12,13 +12,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from snapshots import __version__
-from snapshots.config import DatabaseTarget, resolve_database
 from snapshots.errors import DatabaseUnavailable, ExitCode, SnapshotsError, UsageError
+
+if TYPE_CHECKING:
+    from snapshots.prehash import Prehasher
 
 log = logging.getLogger("snapshots")
 
@@ -165,7 +167,9 @@ def cli(ctx: click.Context, database: str | None, table: str | None, schema_: st
 
 def _connect_target(settings: Settings) -> str:
     """The conninfo to use; starts (or joins) the embedded server when none is given."""
-    target: DatabaseTarget = resolve_database(settings.database)
+    from snapshots.config import resolve_database
+
+    target = resolve_database(settings.database)
     if target.conninfo is not None:
         return target.conninfo
     from snapshots import embedded
@@ -275,7 +279,7 @@ def import_cmd(ctx: click.Context, paths: tuple[Path, ...], database: str | None
                table: str | None, schema_: str | None, **options: Any) -> None:
     """Import snapshot FILEs (and the *.csv / *.csv.gz files of DIRs), each exactly once."""
     from snapshots.csvfile import expand_inputs
-    from snapshots.importer import ImportOptions
+    from snapshots.options import ImportOptions
 
     settings = _settings(ctx, database, table, schema_)
     files = expand_inputs(paths)
@@ -294,16 +298,23 @@ def import_cmd(ctx: click.Context, paths: tuple[Path, ...], database: str | None
     )
     if opts.max_rejects is not None and opts.on_error != "skip":
         raise UsageError("--max-rejects goes with --on-error skip")
-    conninfo = _connect_target(settings)
-    code = run_imports(conninfo, files, table=settings.table_name, schema=settings.schema,
-                       options=opts, jobs=options["jobs"], pushgateway=options["pushgateway"],
-                       quiet=settings.verbosity < 0)
+    from snapshots.options import default_jobs, worth_parts
+    from snapshots.prehash import Prehasher
+
+    jobs = options["jobs"] or default_jobs()
+    # Hashing starts now, while the database driver loads and the server is reached.
+    with Prehasher(files, parts=lambda path, size: worth_parts(opts, path, size, jobs),
+                   options=opts.csv, ahead=jobs) as prehashed:
+        conninfo = _connect_target(settings)
+        code = run_imports(conninfo, files, table=settings.table_name, schema=settings.schema,
+                           options=opts, jobs=jobs, pushgateway=options["pushgateway"],
+                           quiet=settings.verbosity < 0, prehashed=prehashed)
     ctx.exit(int(code))
 
 
 def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
                 options: Any, jobs: int | None, pushgateway: str | None,
-                quiet: bool) -> ExitCode:
+                quiet: bool, prehashed: Prehasher | None = None) -> ExitCode:
     """Import, printing one line per file as it finishes; the exit code for the run."""
     from snapshots.output import is_terminal, progress_bar
     from snapshots.runner import import_files
@@ -324,7 +335,8 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
 
         try:
             for result in import_files(conninfo, files, table=table, schema=schema,
-                                       options=options, jobs=jobs, progress=progress_for):
+                                       options=options, jobs=jobs, progress=progress_for,
+                                       prehashed=prehashed):
                 results.append(result)
                 _print_result(result, quiet=quiet,
                               echo=bar.console.print if bar is not None else click.echo)
@@ -414,9 +426,8 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
     import signal
 
     from snapshots.csvfile import parse_type_overrides
-    from snapshots.importer import ImportOptions
     from snapshots.metrics import DEFAULT_METRICS_PORT, HealthServer, Metrics, push
-    from snapshots.runner import default_jobs
+    from snapshots.options import ImportOptions, default_jobs
     from snapshots.sync import DEFAULT_PATTERNS, SyncOptions, SyncService, write_summary
 
     settings = _settings(ctx, database, table, schema_)

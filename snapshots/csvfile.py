@@ -13,6 +13,7 @@ import datetime as dt
 import gzip
 import hashlib
 import io
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from snapshots.errors import InputError, UsageError
 csv.field_size_limit(2**31 - 1)
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: big enough to amortise syscalls, small enough for flat memory
+# Hashing reads bigger chunks: hashlib lets go of the GIL only inside update(), and a thread
+# that hashes beside busy Python threads waits for the GIL once or twice per chunk.
+HASH_CHUNK_SIZE = 8 << 20
 MAX_COLUMNS = 1600  # PostgreSQL's limit on columns per table
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1
 MAX_FIELD_BYTES = 1 << 30  # PostgreSQL's 1 GB limit per field
@@ -137,26 +141,38 @@ class HashingReader(io.RawIOBase):
         super().close()
 
 
-def sha256_file(path: Path, splitter: RecordSplitter | None = None) -> tuple[str, int]:
+def sha256_file(path: Path, splitter: RecordSplitter | None = None,
+                check: Callable[[], None] | None = None) -> tuple[str, int]:
     """Hex sha256 of the file's bytes as stored, and its size. This is where a file is hashed.
 
     A `splitter` sees the same bytes (a parallel load's cut points cost no read of their own).
+    `check` runs before each chunk (it raises to stop a read that is no longer wanted).
     """
     digest = hashlib.sha256()
     size = 0
     with path.open("rb", buffering=0) as f:
         if splitter is not None:
-            while chunk := f.read(CHUNK_SIZE):
+            while chunk := f.read(HASH_CHUNK_SIZE):
+                if check is not None:
+                    check()
                 digest.update(chunk)
                 splitter.feed(chunk)
                 size += len(chunk)
             return digest.hexdigest(), size
-        buf = bytearray(CHUNK_SIZE)
+        buf = bytearray(HASH_CHUNK_SIZE)
         view = memoryview(buf)
         while n := f.readinto(buf):
+            if check is not None:
+                check()
             digest.update(view[:n])
             size += n
     return digest.hexdigest(), size
+
+
+def file_signature(path: Path) -> tuple[int, int, int]:
+    """(size, mtime, inode): what tells that a file's bytes may have changed."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def open_content(path: Path) -> tuple[BinaryIO, HashingReader]:

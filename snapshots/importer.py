@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import logging
-import os
 import threading
 import time
 import zlib
@@ -30,13 +29,12 @@ from snapshots.config import connect, first_line
 from snapshots.copyerrors import input_error_from_copy, physical_line
 from snapshots.csvfile import (
     TEXT,
-    CsvOptions,
     HashingReader,
     Header,
     RecordSplitter,
     StreamInference,
+    file_signature,
     first_malformed_record,
-    is_gzip,
     iter_chunks,
     open_content,
     open_span,
@@ -57,45 +55,14 @@ from snapshots.errors import (
     SnapshotsError,
     UsageError,
 )
+from snapshots.options import ImportOptions, worth_parts
+from snapshots.prehash import Prehasher
 
 log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 4 << 20  # bytes read to guess types before the table is created
 MAX_WIDENINGS = 64  # a file can't need more retries than this without something being wrong
-# A file is loaded in parallel parts of at least this size: below it, the extra connections
-# and the table per snapshot cost more than a second stream gains.
-PART_MIN_BYTES = 32 << 20
-
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    mode: str = "auto"  # auto | append | upsert
-    replace: bool = False
-    force: bool = False
-    delete_missing: bool = False
-    dry_run: bool = False
-    on_error: str = "abort"  # abort | skip
-    max_rejects: int | None = None
-    types: dict[str, str] = field(default_factory=dict)
-    schema_evolution: str = "strict"  # strict | add
-    csv: CsvOptions = field(default_factory=CsvOptions)
-    origin: str = "import"
-    wait_for_busy: bool = True  # import waits for another process's claim; sync moves on
-    part_size: int = PART_MIN_BYTES  # smallest part of a file loaded over several connections
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("auto", "append", "upsert"):
-            raise UsageError(f"--mode must be auto, append or upsert, not {self.mode!r}")
-        if self.on_error not in ("abort", "skip"):
-            raise UsageError(f"--on-error must be abort or skip, not {self.on_error!r}")
-        if self.schema_evolution not in ("strict", "add"):
-            raise UsageError("--schema-evolution must be strict or add")
-        if self.max_rejects is not None and self.max_rejects < 0:
-            raise UsageError("--max-rejects must be 0 or more")
-        if self.part_size < 1:
-            raise UsageError("--part-size must be at least one byte")
 
 
 @dataclass
@@ -140,8 +107,10 @@ class Importer:
     def __init__(self, conninfo: str, *, table: str, schema: str | None = None,
                  options: ImportOptions | None = None,
                  progress: ProgressCallback | None = None,
-                 cancel: threading.Event | None = None, parts: int = 1) -> None:
+                 cancel: threading.Event | None = None, parts: int = 1,
+                 prehashed: Prehasher | None = None) -> None:
         self.options = options or ImportOptions()
+        self.prehashed = prehashed  # files hashed ahead, while something else ran
         self.parts = max(1, parts)  # connections one large file may be loaded over
         self.table = table
         self.progress = progress
@@ -155,8 +124,9 @@ class Importer:
         self._ready = False
         self._role: str | None = None
         self._helpers: list[psycopg.Connection] = []  # parts 2..N of a parallel load
-        # Cut points found while hashing, and the file's signature before that read.
-        self._cuts: tuple[Path, list[tuple[int, int]], tuple[int, int, int]] | None = None
+        # Cut points found while hashing (None: find them later), and the file's signature
+        # before that read.
+        self._cuts: tuple[Path, list[tuple[int, int]] | None, tuple[int, int, int]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -236,12 +206,19 @@ class Importer:
                 f"{path.name}: no YYYYMMDD date in the name; snapshot_date stays empty")
         parts = 1 if known else self._worth_parts(path)
         self._cuts = None
+        hashed = self.prehashed.take(path) if self.prehashed and not known else None
         try:
-            signature = _signature(path)
-            splitter = RecordSplitter(signature[0], parts, opts.csv) if parts > 1 else None
-            sha, size = known or sha256_file(path, splitter)
-            if splitter is not None:
-                self._cuts = (path, splitter.ranges(), signature)
+            if hashed is not None:
+                sha, size = hashed.sha256, hashed.size
+                if parts > 1:
+                    self._cuts = (path, hashed.ranges if hashed.parts == parts else None,
+                                  hashed.signature)
+            else:
+                signature = file_signature(path)
+                splitter = RecordSplitter(signature[0], parts, opts.csv) if parts > 1 else None
+                sha, size = known or sha256_file(path, splitter)
+                if splitter is not None:
+                    self._cuts = (path, splitter.ranges(), signature)
         except OSError as exc:
             raise InputError(f"cannot read the file: {exc.strerror or exc}", file=path) from None
         result.sha256, result.bytes = sha, size
@@ -412,7 +389,7 @@ class Importer:
         if parts < 2 or ddl.describe_table(self.conn, self.schema, self.table) is None or \
                 not ddl.may_attach(self.conn, self.schema, self.table):
             return None
-        if self._cuts is not None and self._cuts[0] == path:
+        if self._cuts is not None and self._cuts[0] == path and self._cuts[1] is not None:
             ranges = self._cuts[1]  # found while the file was hashed
         else:
             ranges = split_records(path, parts, self.options.csv)
@@ -447,9 +424,9 @@ class Importer:
             # Parts are read side by side, so no one stream can hash the whole file on its
             # way in: it was hashed before the load (or sync matched it to its memory by this
             # signature), and must not have changed since.
-            before = self._cuts[2] if self._cuts and self._cuts[0] == path else _signature(path)
+            before = self._cuts[2] if self._cuts and self._cuts[0] == path else file_signature(path)
             rows = self._copy_parts(path, relation, columns, ranges, import_id)
-            if _signature(path) != before or before[0] != ranges[-1][1]:
+            if file_signature(path) != before or before[0] != ranges[-1][1]:
                 raise InputError("the file changed while it was being imported; nothing "
                                  "written", file=path,
                                  hint="write snapshots elsewhere and rename them in")
@@ -1105,25 +1082,9 @@ class Importer:
         return load_skipping(self, path, header, target, import_id, relation=relation)
 
 
-def worth_parts(options: ImportOptions, path: Path, size: int, most: int) -> int:
-    """How many parts a file of `size` bytes would load in, given at most `most` connections
-    (1: one stream). Only large uncompressed files into an existing table in the plain mode
-    are split; the importer also checks the table and the role's rights."""
-    if most < 2 or options.dry_run or options.on_error != "abort" or \
-            options.schema_evolution != "strict" or is_gzip(path):
-        return 1
-    return max(1, min(most, size // options.part_size))
-
-
 def _listed(prefix: str, names: Sequence[str]) -> sql.Composable:
     """`t.a, t.b` for prefix `t.`: quoted column names, each with a fixed prefix."""
     return sql.SQL(", ").join(sql.SQL(prefix + "{}").format(sql.Identifier(c)) for c in names)
-
-
-def _signature(path: Path) -> tuple[int, int, int]:
-    """(size, mtime, inode): what tells that a file's bytes may have changed."""
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _connection_lost(conn: psycopg.Connection, exc: psycopg.OperationalError) -> bool:

@@ -12,11 +12,13 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from snapshots.errors import SnapshotsError
-from snapshots.importer import FileResult
-from snapshots.store import Record, record_json
+
+if TYPE_CHECKING:  # the database driver loads later: `import` hashes its files meanwhile
+    from snapshots.importer import FileResult
+    from snapshots.store import Record
 
 LIST_COLUMNS = ("id", "file", "snapshot_date", "status", "rows", "rejected_rows",
                 "finished_at", "duration_seconds", "sha256", "imported_by", "error")
@@ -105,6 +107,8 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
 
 
 def render_records(records: Sequence[Record], fmt: str, out: TextIO, *, table: str) -> None:
+    from snapshots.store import record_json
+
     if fmt == "json":
         out.write(json.dumps([record_json(r, table) for r in records], indent=2,
                              ensure_ascii=False) + "\n")

@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from snapshots.importer import FileResult, Importer, ImportOptions, ProgressCallback
-
-MAX_DEFAULT_JOBS = 4
-
-
-def available_cpus() -> int:
-    """CPUs this process may use, respecting affinity and a container's CPU quota."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
-
-
-def default_jobs() -> int:
-    return min(MAX_DEFAULT_JOBS, available_cpus())
+from snapshots.importer import FileResult, Importer, ProgressCallback
+from snapshots.options import ImportOptions, default_jobs
+from snapshots.prehash import Prehasher
 
 
 def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
                  options: ImportOptions, jobs: int | None = None,
                  progress: Callable[[Path], ProgressCallback | None] | None = None,
-                 cancel: threading.Event | None = None) -> Iterator[FileResult]:
-    """Import files, yielding each result as it is known.
+                 cancel: threading.Event | None = None,
+                 prehashed: Prehasher | None = None) -> Iterator[FileResult]:
+    """Import files, yielding each result as it is known. `prehashed`: the files' hashes,
+    being computed ahead (see snapshots.prehash).
 
     Files one at a time get every connection for their parts (a large file loads in
     parallel parts); several at once get one each. Upsert mode goes file by file: merge
@@ -49,7 +31,8 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
     if workers <= 1 or len(files) <= 1 or options.mode == "upsert" or (
             options.mode == "auto" and state == "upsert"):
         yield from _sequential(conninfo, files, table=table, schema=schema, options=options,
-                               progress=progress, cancel=cancel, parts=workers)
+                               progress=progress, cancel=cancel, parts=workers,
+                               prehashed=prehashed)
         return
     pending = list(files)
     # The first file in snapshot order creates the table, with the types of its data, as it
@@ -58,7 +41,7 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
     while state == "missing" and pending and not options.dry_run:
         yield from _sequential(conninfo, pending[:1], table=table, schema=schema,
                                options=options, progress=progress, cancel=cancel,
-                               parts=workers)
+                               parts=workers, prehashed=prehashed)
         del pending[0]
         if cancel is not None and cancel.is_set():
             return
@@ -67,10 +50,11 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
         if pending:
             yield from _sequential(conninfo, pending, table=table, schema=schema,
                                    options=options, progress=progress, cancel=cancel,
-                                   parts=workers)
+                                   parts=workers, prehashed=prehashed)
         return
     yield from _parallel(conninfo, pending, table=table, schema=schema, options=options,
-                         workers=min(workers, len(pending)), progress=progress, cancel=cancel)
+                         workers=min(workers, len(pending)), progress=progress, cancel=cancel,
+                         prehashed=prehashed)
 
 
 def _table_state(conninfo: str, table: str, schema: str | None) -> str:
@@ -89,9 +73,10 @@ def _table_state(conninfo: str, table: str, schema: str | None) -> str:
 def _sequential(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
                 options: ImportOptions,
                 progress: Callable[[Path], ProgressCallback | None] | None,
-                cancel: threading.Event | None, parts: int = 1) -> Iterator[FileResult]:
+                cancel: threading.Event | None, parts: int = 1,
+                prehashed: Prehasher | None = None) -> Iterator[FileResult]:
     importer = Importer(conninfo, table=table, schema=schema, options=options, cancel=cancel,
-                        parts=parts)
+                        parts=parts, prehashed=prehashed)
     with importer:
         for path in files:
             importer.progress = progress(path) if progress else None
@@ -103,7 +88,8 @@ def _sequential(conninfo: str, files: Sequence[Path], *, table: str, schema: str
 def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
               options: ImportOptions, workers: int,
               progress: Callable[[Path], ProgressCallback | None] | None,
-              cancel: threading.Event | None) -> Iterator[FileResult]:
+              cancel: threading.Event | None,
+              prehashed: Prehasher | None = None) -> Iterator[FileResult]:
     todo: queue.Queue[Path] = queue.Queue()
     for path in files:
         todo.put(path)
@@ -112,7 +98,7 @@ def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str |
     def work() -> None:
         try:
             importer = Importer(conninfo, table=table, schema=schema, options=options,
-                                cancel=cancel)
+                                cancel=cancel, prehashed=prehashed)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             done.put(exc)
             return

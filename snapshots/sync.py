@@ -37,8 +37,9 @@ from snapshots.errors import (
     SnapshotsError,
     UsageError,
 )
-from snapshots.importer import FileResult, Importer, ImportOptions, worth_parts
+from snapshots.importer import FileResult, Importer
 from snapshots.metrics import Metrics
+from snapshots.options import ImportOptions, worth_parts
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,74 @@
+"""What an import run is asked to do: its options, their defaults, and how many parts a file
+is worth. No database driver here: the command line reads these before it loads one."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snapshots.csvfile import CsvOptions, is_gzip
+from snapshots.errors import UsageError
+
+MAX_DEFAULT_JOBS = 4
+# A file is loaded in parallel parts of at least this size: below it, the extra connections
+# and the table per snapshot cost more than a second stream gains.
+PART_MIN_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    mode: str = "auto"  # auto | append | upsert
+    replace: bool = False
+    force: bool = False
+    delete_missing: bool = False
+    dry_run: bool = False
+    on_error: str = "abort"  # abort | skip
+    max_rejects: int | None = None
+    types: dict[str, str] = field(default_factory=dict)
+    schema_evolution: str = "strict"  # strict | add
+    csv: CsvOptions = field(default_factory=CsvOptions)
+    origin: str = "import"
+    wait_for_busy: bool = True  # import waits for another process's claim; sync moves on
+    part_size: int = PART_MIN_BYTES  # smallest part of a file loaded over several connections
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "append", "upsert"):
+            raise UsageError(f"--mode must be auto, append or upsert, not {self.mode!r}")
+        if self.on_error not in ("abort", "skip"):
+            raise UsageError(f"--on-error must be abort or skip, not {self.on_error!r}")
+        if self.schema_evolution not in ("strict", "add"):
+            raise UsageError("--schema-evolution must be strict or add")
+        if self.max_rejects is not None and self.max_rejects < 0:
+            raise UsageError("--max-rejects must be 0 or more")
+        if self.part_size < 1:
+            raise UsageError("--part-size must be at least one byte")
+
+
+def worth_parts(options: ImportOptions, path: Path, size: int, most: int) -> int:
+    """How many parts a file of `size` bytes would load in, given at most `most` connections
+    (1: one stream). Only large uncompressed files into an existing table in the plain mode
+    are split; the importer also checks the table and the role's rights."""
+    if most < 2 or options.dry_run or options.on_error != "abort" or \
+            options.schema_evolution != "strict" or is_gzip(path):
+        return 1
+    return max(1, min(most, size // options.part_size))
+
+
+def available_cpus() -> int:
+    """CPUs this process may use, respecting affinity and a container's CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def default_jobs() -> int:
+    return min(MAX_DEFAULT_JOBS, available_cpus())

@@ -1,0 +1,141 @@
+"""Hashing ahead of the import.
+
+A file's sha256 must be known before its claim, so every import starts with a full read of
+the file. Done in a background thread, that read overlaps whatever comes before the file: the
+start-up of the command (loading the database driver, starting the embedded server) for the
+first file, the previous file's load for the others. hashlib lets go of the GIL while it
+hashes, so the thread runs beside the rest on a second core.
+
+The thread stays at most `ahead` files ahead of the import (so a large directory is not read
+twice: once by the hash, and again, out of the page cache, by COPY), and a result is only
+handed out while the file's size, mtime and inode are what they were before the read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from snapshots.csvfile import CsvOptions, RecordSplitter, file_signature, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hashed:
+    """A file's hash, and its cut points for `parts` parts (None when one stream)."""
+
+    sha256: str
+    size: int
+    signature: tuple[int, int, int]  # taken before the read
+    parts: int
+    ranges: list[tuple[int, int]] | None
+
+
+class _Closed(Exception):
+    pass
+
+
+class Prehasher:
+    """Hashes `paths` in order in a thread of its own; `take(path)` hands a result over.
+
+    `parts(path, size)` says how many parts a file would be cut into, so the cut points are
+    found during the same read (see csvfile.RecordSplitter).
+    """
+
+    def __init__(self, paths: Sequence[Path], *, parts: Callable[[Path, int], int],
+                 options: CsvOptions, ahead: int = 1) -> None:
+        self._waiting = dict.fromkeys(paths)  # in import order, not yet started
+        self._parts = parts
+        self._options = options
+        self._ahead = max(1, ahead)
+        self._current: Path | None = None
+        self._results: dict[Path, Hashed | None] = {}
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="prehash", daemon=True)
+        self._thread.start()
+
+    def take(self, path: Path) -> Hashed | None:
+        """The file's hash if it was (or is being) hashed ahead and has not changed since;
+        None tells the caller to hash the file itself."""
+        with self._cond:
+            # Next in line, with room for it: the thread is about to start it.
+            while path in self._waiting and next(iter(self._waiting)) == path and \
+                    len(self._results) < self._ahead and not self._closed:
+                self._cond.wait()
+            if path in self._waiting:  # not reached (taken out of order): don't wait for it
+                del self._waiting[path]
+                return None
+            while self._current == path:
+                self._cond.wait()
+            result = self._results.pop(path, None)
+            self._cond.notify_all()  # room for the next file
+        try:
+            if result is None or file_signature(path) != result.signature:
+                return None
+        except OSError:
+            return None
+        return result
+
+    def close(self) -> None:
+        """Stop hashing (a file half read is abandoned); results not taken are dropped."""
+        with self._cond:
+            self._closed = True
+            self._waiting.clear()
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Prehasher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        try:
+            self._hash_in_order()
+        finally:  # whatever ends the thread, nobody may wait for it any more
+            with self._cond:
+                self._closed = True
+                self._current = None
+                self._cond.notify_all()
+
+    def _hash_in_order(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and self._waiting and \
+                        len(self._results) >= self._ahead:
+                    self._cond.wait()
+                if self._closed or not self._waiting:
+                    return
+                path = next(iter(self._waiting))
+                del self._waiting[path]
+                self._current = path
+                self._cond.notify_all()
+            try:
+                result: Hashed | None = self._hash(path)
+            except (OSError, _Closed):
+                result = None  # the importer reads the file itself and reports what it finds
+            except Exception:
+                log.debug("hashing %s ahead failed", path, exc_info=True)
+                result = None
+            with self._cond:
+                self._results[path] = result
+                self._current = None
+                self._cond.notify_all()
+
+    def _hash(self, path: Path) -> Hashed:
+        def check() -> None:
+            if self._closed:
+                raise _Closed()
+
+        signature = file_signature(path)
+        parts = self._parts(path, signature[0])
+        splitter = RecordSplitter(signature[0], parts, self._options) if parts > 1 else None
+        sha, size = sha256_file(path, splitter, check)
+        return Hashed(sha, size, signature, parts,
+                      splitter.ranges() if splitter is not None else None)

@@ -52,6 +52,7 @@ class Settings:
         self.table: str | None = None
         self.schema: str | None = None
         self.verbosity = 0
+        self.log_format = "text"
 
     def merge(self, database: str | None, table: str | None, schema: str | None) -> None:
         self.database = database or self.database
@@ -95,7 +96,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             _print_error(exc)
             ctx.exit(int(exc.exit_code))
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
+            _report_error("interrupted")
             ctx.exit(130)
         except click.exceptions.Exit:
             raise
@@ -105,18 +106,26 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if settings.verbosity >= 1:
                 log.exception("unexpected error")
             from snapshots.config import first_line
-            click.echo(f"error: {type(exc).__name__}: {first_line(str(exc))}", err=True)
-            if settings.verbosity < 1:
-                click.echo("hint: run with -v for the traceback", err=True)
+            _report_error(f"{type(exc).__name__}: {first_line(str(exc))}",
+                          "run with -v for the traceback" if settings.verbosity < 1 else None)
             ctx.exit(int(ExitCode.FAILED))
 
     return wrapper
 
 
 def _print_error(exc: SnapshotsError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    if exc.hint:
-        click.echo(f"hint: {exc.hint}", err=True)
+    _report_error(str(exc), exc.hint)
+
+
+def _report_error(message: str, hint: str | None = None, *,
+                  label: str | None = "error") -> None:
+    from snapshots.output import error_lines
+
+    ctx = click.get_current_context(silent=True)
+    settings = ctx.find_object(Settings) if ctx is not None else None
+    for line in error_lines(message, hint, settings.log_format if settings else "text",
+                            label=label):
+        click.echo(line, err=True)
 
 
 # --------------------------------------------------------------------------- the group
@@ -162,6 +171,7 @@ def cli(ctx: click.Context, database: str | None, table: str | None, schema_: st
 
     settings = _settings(ctx, database, table, schema_)
     settings.verbosity = -1 if quiet else verbose
+    settings.log_format = log_format
     configure_logging(settings.verbosity, log_format)
 
 
@@ -362,7 +372,10 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
         for r in results:
             counts[r.result] = counts.get(r.result, 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-        click.echo(f"{len(results)} files: {summary}", err=bool(failures))
+        if failures:  # on stderr, where the errors went, and in their format
+            _report_error(f"{len(results)} files: {summary}", label=None)
+        else:
+            click.echo(f"{len(results)} files: {summary}")
     return ExitCode.FAILED if failures else ExitCode.OK
 
 
@@ -376,9 +389,8 @@ def _print_result(result: Any, *, quiet: bool, echo: Callable[[str], Any]) -> No
             echo(result_line(result))
         return
     # The error already names the file; the result word would only repeat it.
-    click.echo(f"error: {result.error or result_line(result)}", err=True)
-    if result.error is not None and result.error.hint:
-        click.echo(f"hint: {result.error.hint}", err=True)
+    _report_error(str(result.error or result_line(result)),
+                  result.error.hint if result.error is not None else None)
 
 
 # --------------------------------------------------------------------------- sync
@@ -524,8 +536,7 @@ def retry_cmd(ctx: click.Context, names: tuple[str, ...], all_failed: bool,
         click.echo(f"retry requested for {record.file_name} (failed #{record.id})")
     missing = [n for n in wanted if n not in {r.file_name for r in records}]
     for name in missing:
-        click.echo(f"error: {name} has no failed attempt to retry in {settings.table_name}",
-                   err=True)
+        _report_error(f"{name} has no failed attempt to retry in {settings.table_name}")
     if not records and all_failed:
         click.echo("nothing failed: nothing to retry")
     ctx.exit(1 if missing else 0)
@@ -599,10 +610,10 @@ def forget_cmd(ctx: click.Context, targets: tuple[str, ...], older_than: int | N
         click.echo(f"deleted {result.rows_deleted:,} rows")
     if not result.records and not missing:
         click.echo("nothing to forget")
-    for word in missing:
-        click.echo(f"error: no imported snapshot {word} in {settings.table_name}", err=True)
-    if missing and len(targets) > len(missing):
-        click.echo("hint: nothing was forgotten: forget is all or nothing", err=True)
+    for n, word in enumerate(missing, 1):
+        last = n == len(missing) and len(targets) > len(missing)
+        _report_error(f"no imported snapshot {word} in {settings.table_name}",
+                      "nothing was forgotten: forget is all or nothing" if last else None)
     ctx.exit(1 if missing else 0)
 
 

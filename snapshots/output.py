@@ -10,11 +10,10 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
-
-from snapshots.errors import SnapshotsError
 
 if TYPE_CHECKING:  # the database driver loads later: `import` hashes its files meanwhile
     from snapshots.importer import FileResult
@@ -62,21 +61,14 @@ def result_line(result: FileResult) -> str:
     return f"{result.result} {name}: {result.error or result.detail}"
 
 
-def error_line(error: BaseException) -> str:
-    return f"error: {error}"
-
-
-def hint_line(error: BaseException) -> str | None:
-    hint = getattr(error, "hint", None)
-    return f"hint: {hint}" if hint else None
-
-
-def report_error(error: SnapshotsError | BaseException, stream: TextIO | None = None) -> None:
-    out = stream or sys.stderr
-    print(error_line(error), file=out)
-    hint = hint_line(error)
-    if hint:
-        print(hint, file=out)
+def error_lines(message: str, hint: str | None, fmt: str = "text", *,
+                label: str | None = "error") -> list[str]:
+    """An error as the command line prints it on stderr: `error:` (`label`, None for none)
+    and `hint:` lines, or one JSON line under --log-format json (log collectors parse it like
+    every other line)."""
+    if fmt == "json":
+        return [json_line("error", message, hint=hint)]
+    return [f"{label}: {message}" if label else message, *([f"hint: {hint}"] if hint else [])]
 
 
 @contextmanager
@@ -208,21 +200,24 @@ def _rich_table(records: Sequence[Record], out: TextIO, *, table: str) -> None:
 # --------------------------------------------------------------------------- logging
 
 
+def json_line(level: str, message: str, *, logger: str = "snapshots",
+              created: float | None = None, **fields: Any) -> str:
+    """One log event as one JSON line (fields that are None are left out)."""
+    moment = dt.datetime.fromtimestamp(time.time() if created is None else created, dt.UTC)
+    payload: dict[str, Any] = {"time": moment.isoformat().replace("+00:00", "Z"),
+                               "level": level, "logger": logger, "message": message}
+    payload.update((key, value) for key, value in fields.items() if value is not None)
+    return json.dumps(payload, ensure_ascii=False, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat()
-            .replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key.startswith("snap_"):
-                payload[key[5:]] = value
+        fields = {key[5:]: value for key, value in record.__dict__.items()
+                  if key.startswith("snap_")}
         if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, ensure_ascii=False, default=str)
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line(record.levelname.lower(), record.getMessage(), logger=record.name,
+                         created=record.created, **fields)
 
 
 def configure_logging(verbosity: int, fmt: str) -> None:

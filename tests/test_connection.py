@@ -428,6 +428,30 @@ def test_json_log_format(tmp_path: Path, cli_env: dict[str, str], db_url: str) -
     assert all(json.loads(line) for line in again.stderr.splitlines())
 
 
+def test_json_log_format_errors(tmp_path: Path, cli_env: dict[str, str], db_url: str) -> None:
+    """Errors and their hints are JSON lines too: a log collector parses every stderr line."""
+    bad = tmp_path / "snapshot_20230101.csv"
+    bad.write_bytes(b"a,b\n1,2\n3\n")
+    good = tmp_path / "snapshot_20230102.csv"
+    good.write_bytes(b"a,b\n1,2\n")
+    failed = run_cli("--log-format", "json", "--database", db_url, "--table", "jsonlog",
+                     "import", bad, good, env=cli_env)
+    assert failed.returncode == 1
+    error, summary = [json.loads(line) for line in failed.stderr.splitlines()]
+    assert error["level"] == "error" and f"{bad}:3" in error["message"]
+    assert summary["message"] == "2 files: 1 failed, 1 imported"
+    unreachable = run_cli("--log-format", "json", "--database", "127.0.0.1:1", "list",
+                          env=cli_env)
+    assert unreachable.returncode == 3
+    [entry] = [json.loads(line) for line in unreachable.stderr.splitlines()]
+    assert entry["level"] == "error" and "cannot connect to 127.0.0.1:1" in entry["message"]
+    assert entry["hint"]
+    # Text stays the default: `error:` and `hint:` lines.
+    text = run_cli("--database", "127.0.0.1:1", "list", env=cli_env)
+    assert text.stderr.splitlines()[0].startswith("error: cannot connect to 127.0.0.1:1")
+    assert text.stderr.splitlines()[1].startswith("hint: ")
+
+
 # --------------------------------------------------------------------------- roles
 
 

@@ -150,21 +150,15 @@ def sha256_file(path: Path, splitter: RecordSplitter | None = None,
     """
     digest = hashlib.sha256()
     size = 0
+    buf = bytearray(HASH_CHUNK_SIZE)  # one buffer for the whole read: no allocation per chunk
+    view = memoryview(buf)
     with path.open("rb", buffering=0) as f:
-        if splitter is not None:
-            while chunk := f.read(HASH_CHUNK_SIZE):
-                if check is not None:
-                    check()
-                digest.update(chunk)
-                splitter.feed(chunk)
-                size += len(chunk)
-            return digest.hexdigest(), size
-        buf = bytearray(HASH_CHUNK_SIZE)
-        view = memoryview(buf)
         while n := f.readinto(buf):
             if check is not None:
                 check()
             digest.update(view[:n])
+            if splitter is not None:
+                splitter.feed(buf, n)
             size += n
     return digest.hexdigest(), size
 
@@ -236,14 +230,18 @@ class RecordSplitter:
     def done(self) -> bool:
         return self._next >= len(self._targets)
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | bytearray, length: int | None = None) -> None:
+        """The next `length` bytes of the file: the start of `chunk` (all of it by default),
+        so a reader can reuse one buffer."""
+        n = len(chunk) if length is None else length
         if self.done:
+            self._offset += n
             return  # every cut is found: the rest of the file needs no counting
         targets, k = self._targets, self._next
-        if k < len(targets) and targets[k] < self._offset + len(chunk):
+        if k < len(targets) and targets[k] < self._offset + n:
             counted_to, parity, search = 0, self._odd, 0  # quote parity at chunk[counted_to]
             while k < len(targets):
-                at = chunk.find(b"\n", max(search, targets[k] - self._offset))
+                at = chunk.find(b"\n", max(search, targets[k] - self._offset), n)
                 if at < 0:
                     break
                 parity ^= bool(chunk.count(self._quote, counted_to, at) & 1)
@@ -257,8 +255,8 @@ class RecordSplitter:
                 while k < len(targets) and targets[k] < boundary:
                     k += 1
             self._next = k
-        self._odd ^= bool(chunk.count(self._quote) & 1)
-        self._offset += len(chunk)
+        self._odd ^= bool(chunk.count(self._quote, 0, n) & 1)
+        self._offset += n
 
     def ranges(self) -> list[tuple[int, int]]:
         return list(zip(self._bounds, [*self._bounds[1:], self.size], strict=True))

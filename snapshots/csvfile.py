@@ -314,6 +314,54 @@ class CsvOptions:
                           doublequote=True, strict=True)
 
 
+# Client encodings whose second bytes may look like ASCII: a byte-level quote check could
+# mistake half a character for a quote there (PostgreSQL's own parser knows the encoding).
+_ASCII_UNSAFE = {"SJIS", "SHIFTJIS", "SHIFTJIS2004", "MSKANJI", "WIN932", "CP932", "BIG5",
+                 "WIN950", "CP950", "GBK", "WIN936", "CP936", "GB18030", "UHC", "WIN949",
+                 "CP949", "JOHAB"}
+
+
+def stray_quote_pattern(options: CsvOptions) -> re.Pattern[bytes] | None:
+    """Finds a quote with an ordinary character on both sides (`12" pizza`, `Plain "x"`).
+
+    Such a quote is malformed wherever it stands: inside a quoted field a quote must be
+    doubled or end the field, and an unquoted field may not hold one. PostgreSQL's COPY does
+    not refuse it: it starts a quoted section in the middle of the field, silently dropping
+    the quotes or joining records. The pattern starts with the quote itself, so the regex
+    engine skips to each quote at C speed. None when a byte-level check is not safe.
+    """
+    quote, delimiter = options.quote.encode(), options.delimiter.encode()
+    if len(quote) != 1 or len(delimiter) != 1 or \
+            (options.encoding.upper().replace("-", "").replace("_", "") in _ASCII_UNSAFE
+             and quote[0] >= 0x40):
+        return None
+    q, ordinary = re.escape(quote), b"[^" + re.escape(delimiter) + re.escape(quote) + b"\r\n]"
+    return re.compile(q + b"(?<=" + ordinary + q + b")(?=" + ordinary + b")")
+
+
+class StrayQuotes:
+    """The first stray quote (see stray_quote_pattern) of a stream fed chunk by chunk."""
+
+    def __init__(self, options: CsvOptions) -> None:
+        self._pattern = stray_quote_pattern(options)
+        self._quote = options.quote.encode()
+        self._edge = b""  # the last two bytes fed: a quote at a chunk's end needs the next byte
+
+    def find(self, chunk: bytes, lines_before: int) -> int | None:
+        """The line (1-based) of a stray quote in `chunk`, given the line breaks before it."""
+        if self._pattern is None:
+            return None
+        edge = self._edge
+        window = edge + chunk
+        found = self._pattern.search(window) if self._quote in window else None
+        self._edge = window[-2:]
+        if found is None:
+            return None
+        at = found.start()
+        return lines_before + 1 - edge.count(b"\n", min(at, len(edge))) + \
+            window.count(b"\n", len(edge), max(at, len(edge)))
+
+
 def python_codec(pg_encoding: str) -> str:
     key = pg_encoding.upper().replace("-", "").replace("_", "")
     for name, codec in _PG_TO_PYTHON.items():

@@ -32,10 +32,12 @@ from snapshots.csvfile import (
     HashingReader,
     Header,
     RecordSplitter,
+    StrayQuotes,
     StreamInference,
     file_signature,
     first_malformed_record,
     iter_chunks,
+    lines_before,
     open_content,
     open_span,
     read_header,
@@ -699,6 +701,7 @@ class Importer:
         eof_marker = conn.info.server_version < 180000
         tail = b"\n"
         newlines, last = 0, b"\n"  # to compare COPY's row count with the file's line count
+        stray = StrayQuotes(self.options.csv)  # what COPY would silently misread
         with stream, conn.cursor() as cur:
             with cur.copy(self._copy_statement(relation, columns, header=header),
                           writer=_BoundedWriter(cur)) as copy:
@@ -706,6 +709,11 @@ class Importer:
                     nonlocal tail, newlines, last
                     for chunk in iter_chunks(stream):
                         self._check_stop(path, stop)
+                        line = stray.find(chunk, newlines)
+                        if line is not None:
+                            if span is not None and span[0] > 0:
+                                line += lines_before(path, span[0], self.options.csv)
+                            raise malformed_quoting(path, line)
                         if eof_marker:
                             window = tail + chunk
                             if b"\n\\.\n" in window or b"\n\\.\r\n" in window:
@@ -740,10 +748,7 @@ class Importer:
             bad = first_malformed_record(path, self.options.csv, span,
                                          check=lambda: self._check_stop(path, stop))
             if bad is not None:
-                raise InputError(
-                    "malformed quoting: a quote inside an unquoted field joins the records "
-                    "after it; nothing written", file=path, line=bad,
-                    hint='quote the whole field and double the quote inside: "12"" pizza"')
+                raise malformed_quoting(path, bad)
         if hasher is not None and hasher.sha256.hexdigest() != sha:
             raise InputError("the file changed while it was being imported; nothing written",
                              file=path, hint="write snapshots elsewhere and rename them in")
@@ -1080,6 +1085,13 @@ class Importer:
                        *, relation: sql.Composable | None = None) -> tuple[int, int, str]:
         from snapshots.rejects import load_skipping
         return load_skipping(self, path, header, target, import_id, relation=relation)
+
+
+def malformed_quoting(path: Path, line: int) -> InputError:
+    return InputError(
+        "malformed quoting: a quote inside an unquoted field (PostgreSQL would drop it or "
+        "join the records after it); nothing written", file=path, line=line,
+        hint='quote the whole field and double the quote inside: "12"" pizza"')
 
 
 def _listed(prefix: str, names: Sequence[str]) -> sql.Composable:

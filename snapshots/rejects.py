@@ -18,7 +18,14 @@ import psycopg
 from psycopg import sql
 
 from snapshots import schema as ddl
-from snapshots.csvfile import TEXT, CsvOptions, Header, TypeInference, open_content
+from snapshots.csvfile import (
+    TEXT,
+    CsvOptions,
+    Header,
+    TypeInference,
+    open_content,
+    stray_quote_pattern,
+)
 from snapshots.errors import InputError
 
 if TYPE_CHECKING:
@@ -46,6 +53,7 @@ def raw_records(path: Path, options: CsvOptions, width: int
     The header record is not yielded.
     """
     encoding = options.python_encoding
+    stray = stray_quote_pattern(options)  # what COPY would silently misread
     pending: list[bytes] = []
     state = {"line": 0, "bad_encoding": False}
     stream, _ = open_content(path)
@@ -88,6 +96,8 @@ def raw_records(path: Path, options: CsvOptions, width: int
                 yield this_start, raw, None, f"invalid byte sequence for encoding {encoding}"
             elif b"\x00" in raw:
                 yield this_start, raw, None, "NUL byte in the record"
+            elif stray is not None and stray.search(raw):
+                yield this_start, raw, None, "malformed quoting: a quote inside an unquoted field"
             elif not fields and raw.strip() == b"":
                 continue  # a blank line is no record
             elif len(fields) != width:

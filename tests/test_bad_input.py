@@ -157,6 +157,12 @@ BODY_CASES = [
     pytest.param(
         "nul_20230102.csv", b'a,b\n1,"x\ny"\n2,a\x00b\n4,w\n', 4,
         "NUL byte", id="nul-byte"),
+    pytest.param(  # COPY would join the records after it, up to the next quote
+        "stray_20230102.csv", b'a,b\n1,"x\ny"\n2,12" pizza\n4,w\n5,v\n', 4,
+        "malformed quoting", id="stray-quote"),
+    pytest.param(  # balanced on its line: COPY would silently load `Plain x`
+        "inner_20230102.csv", b'a,b\n1,"x\ny"\n2,Plain "x"\n4,w\n', 4,
+        "malformed quoting", id="quotes-inside-an-unquoted-field"),
 ]
 
 

@@ -548,6 +548,30 @@ def test_on_error_skip_keeps_good_rows_and_rejects(snap: Snap) -> None:
         ("s_20230101.csv", 0), ("s_20230102.csv", 2)]
 
 
+def test_stray_quotes_are_rejected_by_skip_as_by_abort(snap: Snap) -> None:
+    """The same bytes are the same data in both modes: a quote between ordinary characters,
+    which COPY would drop (`Plain x`) or use to join records, fails the file by default and
+    is a rejected record with --on-error skip, never loaded as written."""
+    content = ('id,note\n'
+               '1,"fine ""quoted"""\n'
+               '2,Plain "x"\n'  # line 3
+               '3,12" pizza\n'  # line 4
+               '4,ok\n')
+    snap.write("s_20230101.csv", content)
+    result = snap.run("import", "s_20230101.csv", code=1)
+    assert "s_20230101.csv:3: malformed quoting" in result.stderr
+    assert not snap.exists("snapshots")
+    snap.run("import", "--dry-run", "s_20230101.csv", code=1)
+
+    result = snap.run("import", "--on-error", "skip", "s_20230101.csv")
+    assert "2 rejected rows" in result.stdout
+    assert snap.data(columns="id, note") == [(1, 'fine "quoted"'), (4, "ok")]
+    rejects = snap.rows("SELECT line, raw, reason FROM snapshot_rejects ORDER BY line")
+    assert [(line, raw) for line, raw, _ in rejects] == [
+        (3, b'2,Plain "x"\n'), (4, b'3,12" pizza\n')]
+    assert all("malformed quoting" in reason for _, _, reason in rejects)
+
+
 def test_max_rejects_fails_the_whole_file(snap: Snap) -> None:
     snap.write("s_20230101.csv", "id\n1\n")
     snap.run("import", "s_20230101.csv")

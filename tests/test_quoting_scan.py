@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapshots.csvfile import CsvOptions, _first_malformed, first_malformed_record
+from snapshots.csvfile import CsvOptions, StrayQuotes, _first_malformed, first_malformed_record
 
 FIELD = st.lists(st.sampled_from(["a", "b", ",", '"', "\n", "\r", "\r\n", "é", " "]),
                  max_size=6).map("".join)
@@ -85,3 +85,48 @@ def test_a_span_names_the_line_of_the_whole_file(tmp_path: Path) -> None:
     path.write_bytes(first + b'2,ok\n3,12" pizza\n')
     span = (len(first), path.stat().st_size)
     assert first_malformed_record(path, CsvOptions(), span) == 5
+
+
+# --------------------------------------------------------------------------- stray quotes
+
+
+def find_stray(data: bytes, step: int) -> int | None:
+    finder, lines = StrayQuotes(CsvOptions()), 0
+    for start in range(0, len(data), step):
+        chunk = data[start:start + step]
+        found = finder.find(chunk, lines)
+        if found is not None:
+            return found
+        lines += chunk.count(b"\n")
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.lists(FIELD, min_size=2, max_size=2), max_size=12),
+       always=st.booleans(), step=st.integers(1, 9),
+       stray=st.one_of(st.none(), st.integers(0, 11)),
+       form=st.sampled_from(['12" pizza', 'Plain "x"', 'a"b"c', '"x"y']))
+def test_a_quote_between_ordinary_characters_is_found_on_its_line(
+        rows: list[list[str]], always: bool, step: int, stray: int | None, form: str) -> None:
+    """Well-formed CSV (quotes doubled inside quoted fields) never has one; each stray form
+    is found on the line it is on, whatever the chunking."""
+    records = [",".join(quoted(v, always) for v in row) + "\n" for row in rows]
+    expected = None
+    if stray is not None and stray < len(records):
+        records[stray] = f"1,{form},2\n"
+        expected = 2 + sum(r.count("\n") for r in records[:stray])
+    data = ("h1,h2\n" + "".join(records)).encode()
+    assert find_stray(data, step) == expected
+
+
+def test_quotes_at_field_edges_are_not_stray() -> None:
+    data = b'a,b\n"x",""\n"say ""hi""",""""\n,"a\nb"\n'
+    assert find_stray(data, 1) is None
+    assert find_stray(data, 1 << 20) is None
+
+
+def test_a_custom_quote_and_delimiter() -> None:
+    options = CsvOptions(delimiter=";", quote="'")
+    finder = StrayQuotes(options)
+    assert finder.find(b"a;b\n'x;y';z\n", 0) is None
+    assert finder.find(b"it's;1\n", 2) == 3

@@ -97,8 +97,11 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             _print_error(exc)
             ctx.exit(int(exc.exit_code))
         except KeyboardInterrupt:
-            _report_error("interrupted")
+            _report_error("interrupted; a load in flight was rolled back, nothing half-written")
             ctx.exit(130)
+        except BrokenPipeError:  # `snapshots list | head`: the reader has all it wants
+            _quiet_stdout()
+            ctx.exit(int(ExitCode.OK))
         except click.exceptions.Exit:
             raise
         except click.ClickException:
@@ -114,19 +117,38 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _quiet_stdout() -> None:
+    """Send the rest of stdout nowhere: its reader has gone (a closed pipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _print_error(exc: SnapshotsError) -> None:
     _report_error(str(exc), exc.hint)
 
 
 def _report_error(message: str, hint: str | None = None, *,
-                  label: str | None = "error") -> None:
+                  label: str | None = "error", fmt: str | None = None) -> None:
     from snapshots.output import error_lines
 
-    ctx = click.get_current_context(silent=True)
-    settings = ctx.find_object(Settings) if ctx is not None else None
-    for line in error_lines(message, hint, settings.log_format if settings else "text",
-                            label=label):
+    if fmt is None:
+        ctx = click.get_current_context(silent=True)
+        settings = ctx.find_object(Settings) if ctx is not None else None
+        fmt = settings.log_format if settings else "text"
+    for line in error_lines(message, hint, fmt, label=label):
         click.echo(line, err=True)
+
+
+def _early_log_format() -> str:
+    """--log-format before Click has parsed it (a usage error may come first)."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg == "--log-format" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--log-format="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("SNAPSHOTS_LOG_FORMAT", "text")
 
 
 # --------------------------------------------------------------------------- the group
@@ -349,8 +371,13 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
                                        options=options, jobs=jobs, progress=progress_for,
                                        prehashed=prehashed):
                 results.append(result)
-                _print_result(result, quiet=quiet,
-                              echo=bar.console.print if bar is not None else click.echo)
+                try:
+                    _print_result(result, quiet=quiet,
+                                  echo=bar.console.print if bar is not None else click.echo)
+                except BrokenPipeError:
+                    # Whoever read the lines is gone (`| head`): the loads go on, unprinted;
+                    # stopping here would leave a load half done for the next run to reap.
+                    _quiet_stdout()
         except DatabaseUnavailable:
             if pushgateway:  # the dashboard must see this run too: database_up 0
                 from snapshots.metrics import push_database_down
@@ -722,7 +749,19 @@ def db_stop(force: bool) -> None:
 
 def main() -> None:
     try:
-        cli(prog_name="snapshots")
+        code = cli.main(prog_name="snapshots", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)  # a command's ctx.exit(code) ends here
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _report_error("interrupted", fmt=_early_log_format())
+        sys.exit(130)
+    except click.ClickException as exc:  # usage errors: Click's own text, or one JSON line
+        if _early_log_format() == "json":
+            _report_error(exc.format_message(), fmt="json")
+        else:
+            exc.show()
+        sys.exit(exc.exit_code)
     finally:
         # On the way out, the interpreter's last garbage collection walks every object the
         # database driver and the rest created (~0.1 s here); frozen objects are skipped.

@@ -168,7 +168,11 @@ def connect(conninfo: str, *, autocommit: bool = True) -> psycopg.Connection:
 
 def connection_reason(exc: BaseException) -> str:
     """libpq's reason without its 'connection to server at ... failed:' preamble."""
-    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    # libpq puts its advice on a line of its own ("Is the server running ..."): keep the
+    # sentences apart when the lines become one.
+    text = " ".join(line if line.endswith((".", "?", ":", ";")) or i == len(lines) - 1
+                    else line + "." for i, line in enumerate(lines))
     text = re.sub(r'connection to server (at|on socket) "[^"]*"(, port \d+)? failed: ', "", text)
     parts = [p.strip() for p in text.split("; ") if p.strip()]
     return parts[0] if parts else text

@@ -142,6 +142,10 @@ def input_error_from_copy(exc: psycopg.Error, path: Path, options: CsvOptions,
         hint = "the record has fewer fields than the header"
     elif sqlstate == "22P04" and "unterminated" in reason:
         hint = "a quoted field is never closed: check the quotes from this line on"
+    elif sqlstate == "22P04" and ("unquoted newline" in reason or
+                                  "unquoted carriage return" in reason):
+        # COPY takes the first line's ending for the whole file.
+        hint = "the file mixes line endings (\\r\\n and \\n): convert it to one kind"
     elif sqlstate == "22021" and reason.endswith(": 0x00"):
         reason = "NUL byte (0x00) in the data: PostgreSQL text cannot hold it"
     elif sqlstate in ("22021", "22P05"):

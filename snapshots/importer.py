@@ -610,11 +610,15 @@ class Importer:
                     parts.append(f"added {', '.join(added)}")
                 if missing:
                     parts.append(f"missing {', '.join(missing)}")
+                hint = "use --schema-evolution add to add new columns and load missing ones " \
+                    "as NULL"
+                other = _likely_delimiter(header, self.options.csv.delimiter)
+                if other is not None:
+                    hint = f"the header reads as one column: is the file delimited by " \
+                        f"{other!r}? say so with --delimiter"
                 raise SchemaDriftError(
                     f"columns differ from table {self.schema}.{self.table}: {'; '.join(parts)}; "
-                    "nothing written", file=path,
-                    hint="use --schema-evolution add to add new columns and load missing ones "
-                         "as NULL")
+                    "nothing written", file=path, hint=hint)
             lacking = [c for c in target.info.primary_key if c in missing]
             if target.mode == "upsert" and lacking:
                 raise SchemaDriftError(
@@ -1085,6 +1089,14 @@ class Importer:
                        *, relation: sql.Composable | None = None) -> tuple[int, int, str]:
         from snapshots.rejects import load_skipping
         return load_skipping(self, path, header, target, import_id, relation=relation)
+
+
+def _likely_delimiter(header: Header, delimiter: str) -> str | None:
+    """Another common delimiter, when a one-column header holds it (a TSV read as CSV)."""
+    if len(header.raw) != 1:
+        return None
+    return next((c for c in ("\t", ";", "|", ",") if c != delimiter and c in header.raw[0]),
+                None)
 
 
 def malformed_quoting(path: Path, line: int) -> InputError:

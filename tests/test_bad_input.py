@@ -157,6 +157,9 @@ BODY_CASES = [
     pytest.param(
         "nul_20230102.csv", b'a,b\n1,"x\ny"\n2,a\x00b\n4,w\n', 4,
         "NUL byte", id="nul-byte"),
+    pytest.param(  # COPY takes the first line's ending for the whole file
+        "mixed_20230102.csv", b'a,b\r\n1,"x\r\ny"\r\n2,y\n3,z\r\n', 4,
+        "unquoted newline found in data", id="mixed-line-endings"),
     pytest.param(  # COPY would join the records after it, up to the next quote
         "stray_20230102.csv", b'a,b\n1,"x\ny"\n2,12" pizza\n4,w\n5,v\n', 4,
         "malformed quoting", id="stray-quote"),

@@ -446,6 +446,11 @@ def test_json_log_format_errors(tmp_path: Path, cli_env: dict[str, str], db_url:
     [entry] = [json.loads(line) for line in unreachable.stderr.splitlines()]
     assert entry["level"] == "error" and "cannot connect to 127.0.0.1:1" in entry["message"]
     assert entry["hint"]
+    # Click's own usage errors too, wherever --log-format stands.
+    usage = run_cli("--log-format", "json", "import", "--bogus", "x", env=cli_env)
+    assert usage.returncode == 2
+    [entry] = [json.loads(line) for line in usage.stderr.splitlines()]
+    assert "No such option '--bogus'" in entry["message"]
     # Text stays the default: `error:` and `hint:` lines.
     text = run_cli("--database", "127.0.0.1:1", "list", env=cli_env)
     assert text.stderr.splitlines()[0].startswith("error: cannot connect to 127.0.0.1:1")

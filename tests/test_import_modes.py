@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import run_cli
+from helpers import run_cli, start_cli
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -725,3 +725,30 @@ def test_append_mode_on_a_keyed_table_is_refused(snap: Snap) -> None:
     snap.conn.execute("CREATE TABLE plain (id int)")
     result = snap.run("--table", "plain", "import", "s_20230101.csv", code=2)
     assert "neither a snapshot_id column nor a primary key" in result.stderr
+
+
+# --------------------------------------------------------------------------- closed pipes
+
+
+def test_a_reader_that_goes_away_stops_the_output_not_the_loads(snap: Snap) -> None:
+    """`snapshots import DIR | head -1`: every file is still loaded (none left `importing`
+    for the next run to reap), without a traceback or an error about the pipe."""
+    for n in range(1, 21):
+        snap.write(f"many/s_202301{n:02d}.csv", f"id,n\n{n},1\n")
+    proc = start_cli("--database", snap.db_url, "import", "--jobs", "2", snap.dir / "many",
+                     env=snap.env)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith("imported ")
+    proc.stdout.close()  # like `head -1` exiting
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err
+    statuses = [r["status"] for r in snap.ledger()]
+    assert statuses == ["imported"] * 20
+
+    listing = start_cli("--database", snap.db_url, "list", env=snap.env)
+    assert listing.stdout is not None and listing.stderr is not None
+    listing.stdout.readline()
+    listing.stdout.close()
+    err = listing.stderr.read()
+    assert listing.wait(timeout=60) == 0 and "error" not in err, err

@@ -435,3 +435,31 @@ def test_forget_unknown_and_usage_errors(forget_db: Db) -> None:
     for args in ((), ("a.csv", "--keep", "1")):
         result = db.run("forget", *args, code=2)
         assert "give NAME|IMPORT_ID..., or --older-than DAYS, or --keep N" in result.stderr
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 250])
+def test_list_table_on_a_narrow_terminal_keeps_ids_and_counts(width: int) -> None:
+    """The rich table leaves out the least needed columns rather than squeezing the id (what
+    `forget` takes) or the row count to nothing."""
+    from snapshots.output import _rich_table
+    from snapshots.store import Record
+
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    records = [Record(id=123456, table_name="t", file_name=f"snapshot_2023010{n}.csv", path=None,
+                      snapshot_date=dt.date(2023, 1, n), sha256="ab" * 32, size_bytes=10,
+                      row_count=2_500_000, rejected_rows=0, status="imported", error=None,
+                      started_at=now, finished_at=now,
+                      same_content_as=None, imported_by={"user": "u", "host": "h"})
+               for n in (1, 2)]
+    out = io.StringIO()
+    os.environ["COLUMNS"] = str(width)
+    try:
+        _rich_table(records, out, table="t")  # what a terminal gets
+    finally:
+        del os.environ["COLUMNS"]
+    text = out.getvalue()
+    assert "123456" in text and "2,500,000" in text
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "ERROR" not in text  # no record has one
+    if width >= 250:
+        assert "SHA256" in text and "abababababab" in text

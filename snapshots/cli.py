@@ -706,8 +706,8 @@ def db_url() -> None:
 
     uri = embedded.url()
     if uri is None:
-        raise SnapshotsError("the embedded PostgreSQL is not running",
-                             hint="start it with `snapshots db start`")
+        raise DatabaseUnavailable("the embedded PostgreSQL is not running",
+                                  hint="start it with `snapshots db start`")
     click.echo(uri)
 
 

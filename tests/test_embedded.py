@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import wait_until
+from helpers import run_cli, wait_until
 
 from snapshots import embedded
 
@@ -132,6 +132,15 @@ def test_url_and_status_never_start_it(embedded_dir: Path) -> None:
         [],
     )
     assert state.data_dir == embedded_dir.resolve()
+    assert not (embedded_dir / "pgdata").exists()
+
+
+def test_db_url_of_a_stopped_server_is_exit_3(cli_env: dict[str, str],
+                                               embedded_dir: Path) -> None:
+    """No server to reach: the exit code of a database that cannot be reached."""
+    result = run_cli("db", "url", env=cli_env)
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: the embedded PostgreSQL is not running")
     assert not (embedded_dir / "pgdata").exists()
 
 

@@ -169,6 +169,30 @@ def file_signature(path: Path) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
+@dataclass(frozen=True)
+class Hashed:
+    """A file's hash, and its cut points for `parts` parts (None when one stream)."""
+
+    path: Path
+    sha256: str
+    size: int
+    signature: tuple[int, int, int]  # taken before the read
+    parts: int
+    ranges: list[tuple[int, int]] | None
+
+
+def hash_file(path: Path, options: CsvOptions, parts: Callable[[int], int],
+              check: Callable[[], None] | None = None) -> Hashed:
+    """Hash a file and, when `parts(size)` says it loads in several parts, find its cut
+    points in the same read."""
+    signature = file_signature(path)
+    n = parts(signature[0])
+    splitter = RecordSplitter(signature[0], n, options) if n > 1 else None
+    sha, size = sha256_file(path, splitter, check)
+    return Hashed(path, sha, size, signature, n,
+                  splitter.ranges() if splitter is not None else None)
+
+
 def open_content(path: Path) -> tuple[BinaryIO, HashingReader]:
     """The file's content (decompressed for .gz) and the hashing reader under it."""
     raw = HashingReader(path.open("rb", buffering=0))
@@ -309,16 +333,19 @@ class CsvOptions:
     def python_encoding(self) -> str:
         return python_codec(self.encoding)
 
+    @property
+    def quotes_bytewise(self) -> bool:
+        """Whether quote, delimiter and line-break bytes can be found without decoding:
+        true unless the encoding's second bytes may look like the quote (Shift-JIS, Big5,
+        GBK and the like reuse 0x40-0x7E). Byte scans (cut points, stray quotes) need it."""
+        quote, delimiter = self.quote.encode(), self.delimiter.encode()
+        if len(quote) != 1 or len(delimiter) != 1:
+            return False
+        return quote[0] < 0x40 or codecs.lookup(self.python_encoding).name not in _TWO_BYTE_ASCII
+
     def reader(self, lines: Iterable[str]) -> Iterator[list[str]]:
         return csv.reader(lines, delimiter=self.delimiter, quotechar=self.quote,
                           doublequote=True, strict=True)
-
-
-# Client encodings whose second bytes may look like ASCII: a byte-level quote check could
-# mistake half a character for a quote there (PostgreSQL's own parser knows the encoding).
-_ASCII_UNSAFE = {"SJIS", "SHIFTJIS", "SHIFTJIS2004", "MSKANJI", "WIN932", "CP932", "BIG5",
-                 "WIN950", "CP950", "GBK", "WIN936", "CP936", "GB18030", "UHC", "WIN949",
-                 "CP949", "JOHAB"}
 
 
 def stray_quote_pattern(options: CsvOptions) -> re.Pattern[bytes] | None:
@@ -330,11 +357,9 @@ def stray_quote_pattern(options: CsvOptions) -> re.Pattern[bytes] | None:
     the quotes or joining records. The pattern starts with the quote itself, so the regex
     engine skips to each quote at C speed. None when a byte-level check is not safe.
     """
-    quote, delimiter = options.quote.encode(), options.delimiter.encode()
-    if len(quote) != 1 or len(delimiter) != 1 or \
-            (options.encoding.upper().replace("-", "").replace("_", "") in _ASCII_UNSAFE
-             and quote[0] >= 0x40):
+    if not options.quotes_bytewise:
         return None
+    quote, delimiter = options.quote.encode(), options.delimiter.encode()
     q, ordinary = re.escape(quote), b"[^" + re.escape(delimiter) + re.escape(quote) + b"\r\n]"
     return re.compile(q + b"(?<=" + ordinary + q + b")(?=" + ordinary + b")")
 
@@ -352,14 +377,22 @@ class StrayQuotes:
         if self._pattern is None:
             return None
         edge = self._edge
+        if self._quote not in chunk and not edge.endswith(self._quote):
+            self._edge = (edge + chunk[-2:])[-2:]  # most chunks: no copy, no search
+            return None
         window = edge + chunk
-        found = self._pattern.search(window) if self._quote in window else None
+        found = self._pattern.search(window)
         self._edge = window[-2:]
         if found is None:
             return None
         at = found.start()
         return lines_before + 1 - edge.count(b"\n", min(at, len(edge))) + \
             window.count(b"\n", len(edge), max(at, len(edge)))
+
+
+# Python codecs whose multi-byte characters may end in a byte of the ASCII range.
+_TWO_BYTE_ASCII = {"shift_jis", "cp932", "shift_jis_2004", "shift_jisx0213", "big5",
+                   "big5hkscs", "cp950", "gbk", "cp936", "gb18030", "cp949", "johab"}
 
 
 def python_codec(pg_encoding: str) -> str:

@@ -29,19 +29,19 @@ from snapshots.config import connect, first_line
 from snapshots.copyerrors import input_error_from_copy, physical_line
 from snapshots.csvfile import (
     TEXT,
+    Hashed,
     HashingReader,
     Header,
-    RecordSplitter,
     StrayQuotes,
     StreamInference,
     file_signature,
     first_malformed_record,
+    hash_file,
     iter_chunks,
     lines_before,
     open_content,
     open_span,
     read_header,
-    sha256_file,
     snapshot_date,
     split_records,
     widen_type,
@@ -126,9 +126,9 @@ class Importer:
         self._ready = False
         self._role: str | None = None
         self._helpers: list[psycopg.Connection] = []  # parts 2..N of a parallel load
-        # Cut points found while hashing (None: find them later), and the file's signature
-        # before that read.
-        self._cuts: tuple[Path, list[tuple[int, int]] | None, tuple[int, int, int]] | None = None
+        # The file being imported as it was hashed: its signature before the read, and the
+        # cut points found during it.
+        self._hashed: Hashed | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -206,23 +206,19 @@ class Importer:
         if result.snapshot_date is None:
             result.warnings.append(
                 f"{path.name}: no YYYYMMDD date in the name; snapshot_date stays empty")
-        parts = 1 if known else self._worth_parts(path)
-        self._cuts = None
-        hashed = self.prehashed.take(path) if self.prehashed and not known else None
-        try:
-            if hashed is not None:
-                sha, size = hashed.sha256, hashed.size
-                if parts > 1:
-                    self._cuts = (path, hashed.ranges if hashed.parts == parts else None,
-                                  hashed.signature)
-            else:
-                signature = file_signature(path)
-                splitter = RecordSplitter(signature[0], parts, opts.csv) if parts > 1 else None
-                sha, size = known or sha256_file(path, splitter)
-                if splitter is not None:
-                    self._cuts = (path, splitter.ranges(), signature)
-        except OSError as exc:
-            raise InputError(f"cannot read the file: {exc.strerror or exc}", file=path) from None
+        self._hashed = None
+        if known:
+            sha, size = known
+        else:
+            try:
+                hashed = self.prehashed.take(path) if self.prehashed else None
+                hashed = hashed or hash_file(
+                    path, opts.csv, lambda size: worth_parts(opts, path, size, self.parts))
+            except OSError as exc:
+                raise InputError(f"cannot read the file: {exc.strerror or exc}",
+                                 file=path) from None
+            self._hashed = hashed
+            sha, size = hashed.sha256, hashed.size
         result.sha256, result.bytes = sha, size
         self.prepare()
 
@@ -391,8 +387,10 @@ class Importer:
         if parts < 2 or ddl.describe_table(self.conn, self.schema, self.table) is None or \
                 not ddl.may_attach(self.conn, self.schema, self.table):
             return None
-        if self._cuts is not None and self._cuts[0] == path and self._cuts[1] is not None:
-            ranges = self._cuts[1]  # found while the file was hashed
+        hashed = self._hashed
+        if hashed is not None and hashed.path == path and hashed.parts == parts and \
+                hashed.ranges is not None:
+            ranges = hashed.ranges  # found while the file was hashed
         else:
             ranges = split_records(path, parts, self.options.csv)
         return ranges if len(ranges) > 1 else None
@@ -426,7 +424,9 @@ class Importer:
             # Parts are read side by side, so no one stream can hash the whole file on its
             # way in: it was hashed before the load (or sync matched it to its memory by this
             # signature), and must not have changed since.
-            before = self._cuts[2] if self._cuts and self._cuts[0] == path else file_signature(path)
+            hashed = self._hashed
+            before = hashed.signature if hashed is not None and hashed.path == path \
+                else file_signature(path)
             rows = self._copy_parts(path, relation, columns, ranges, import_id)
             if file_signature(path) != before or before[0] != ranges[-1][1]:
                 raise InputError("the file changed while it was being imported; nothing "

@@ -50,7 +50,8 @@ def worth_parts(options: ImportOptions, path: Path, size: int, most: int) -> int
     (1: one stream). Only large uncompressed files into an existing table in the plain mode
     are split; the importer also checks the table and the role's rights."""
     if most < 2 or options.dry_run or options.on_error != "abort" or \
-            options.schema_evolution != "strict" or is_gzip(path):
+            options.schema_evolution != "strict" or is_gzip(path) or \
+            not options.csv.quotes_bytewise:  # cut points are found by counting quote bytes
         return 1
     return max(1, min(most, size // options.part_size))
 

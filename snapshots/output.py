@@ -184,7 +184,9 @@ def _rich_table(records: Sequence[Record], out: TextIO, *, table: str) -> None:
         console.print(f"no snapshots imported into {table} yet")
         return
     rows = [_cells(record) for record in records]
-    shown = _fitting_columns(rows, console.width)
+    widths = [max(len(heading), *(len(row[i]) for row in rows))
+              for i, heading in enumerate(_HEADINGS)]
+    shown = _fitting_columns(rows, widths, console.width)
     grid = Table(title=f"snapshots in {table}", title_justify="left")
     colours = {"imported": "green", "failed": "red", "importing": "yellow",
                "replaced": "dim", "forgotten": "dim"}
@@ -193,7 +195,7 @@ def _rich_table(records: Sequence[Record], out: TextIO, *, table: str) -> None:
         whole = heading not in ("FILE", "SHA256", "BY", "ERROR")  # never cut an id or a count
         grid.add_column(heading, justify="right" if heading in ("ID", "ROWS", "TOOK") else "left",
                         no_wrap=heading != "ERROR",
-                        min_width=_width(rows, i) if whole else None)
+                        min_width=widths[i] if whole else None)
     for record, cells in zip(records, rows, strict=True):
         colour = colours.get(record.status)
         if colour:
@@ -207,17 +209,14 @@ def _rich_table(records: Sequence[Record], out: TextIO, *, table: str) -> None:
 _OPTIONAL = ("BY", "SHA256", "TOOK", "REJECTED", "DATE", "WHEN")
 
 
-def _width(rows: Sequence[Sequence[str]], i: int) -> int:
-    return max(len(_HEADINGS[i]), *(len(row[i]) for row in rows))
-
-
-def _fitting_columns(rows: Sequence[Sequence[str]], width: int) -> list[int]:
+def _fitting_columns(rows: Sequence[Sequence[str]], widths: Sequence[int],
+                     width: int) -> list[int]:
     """The columns to show: empty ERROR and REJECTED columns go, then optional ones, least
     needed first, until the rest fit (a cell costs 3 characters of padding and border)."""
     shown = [i for i, heading in enumerate(_HEADINGS)
              if heading not in ("ERROR", "REJECTED") or any(row[i] for row in rows)]
     for heading in _OPTIONAL:
-        if sum(min(_width(rows, i), 30) + 3 for i in shown) + 1 <= width:
+        if sum(min(widths[i], 30) + 3 for i in shown) + 1 <= width:
             break
         index = _HEADINGS.index(heading)
         if index in shown:

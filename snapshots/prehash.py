@@ -16,23 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from snapshots.csvfile import CsvOptions, RecordSplitter, file_signature, sha256_file
+from snapshots.csvfile import CsvOptions, Hashed, file_signature, hash_file
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Hashed:
-    """A file's hash, and its cut points for `parts` parts (None when one stream)."""
-
-    sha256: str
-    size: int
-    signature: tuple[int, int, int]  # taken before the read
-    parts: int
-    ranges: list[tuple[int, int]] | None
 
 
 class _Closed(Exception):
@@ -133,9 +121,4 @@ class Prehasher:
             if self._closed:
                 raise _Closed()
 
-        signature = file_signature(path)
-        parts = self._parts(path, signature[0])
-        splitter = RecordSplitter(signature[0], parts, self._options) if parts > 1 else None
-        sha, size = sha256_file(path, splitter, check)
-        return Hashed(sha, size, signature, parts,
-                      splitter.ranges() if splitter is not None else None)
+        return hash_file(path, self._options, lambda size: self._parts(path, size), check)

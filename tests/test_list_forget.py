@@ -438,7 +438,8 @@ def test_forget_unknown_and_usage_errors(forget_db: Db) -> None:
 
 
 @pytest.mark.parametrize("width", [60, 80, 120, 250])
-def test_list_table_on_a_narrow_terminal_keeps_ids_and_counts(width: int) -> None:
+def test_list_table_on_a_narrow_terminal_keeps_ids_and_counts(
+        width: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rich table leaves out the least needed columns rather than squeezing the id (what
     `forget` takes) or the row count to nothing."""
     from snapshots.output import _rich_table
@@ -452,11 +453,8 @@ def test_list_table_on_a_narrow_terminal_keeps_ids_and_counts(width: int) -> Non
                       same_content_as=None, imported_by={"user": "u", "host": "h"})
                for n in (1, 2)]
     out = io.StringIO()
-    os.environ["COLUMNS"] = str(width)
-    try:
-        _rich_table(records, out, table="t")  # what a terminal gets
-    finally:
-        del os.environ["COLUMNS"]
+    monkeypatch.setenv("COLUMNS", str(width))  # rich sizes its console by it
+    _rich_table(records, out, table="t")  # what a terminal gets
     text = out.getvalue()
     assert "123456" in text and "2,500,000" in text
     assert max(len(line) for line in text.splitlines()) <= width

@@ -130,3 +130,17 @@ def test_a_custom_quote_and_delimiter() -> None:
     finder = StrayQuotes(options)
     assert finder.find(b"a;b\n'x;y';z\n", 0) is None
     assert finder.find(b"it's;1\n", 2) == 3
+
+
+def test_no_byte_scans_where_a_second_byte_may_be_the_quote(tmp_path: Path) -> None:
+    """Shift-JIS reuses 0x40-0x7E as second bytes: with `|` as the quote, neither the stray
+    quote check nor the cut points may count bytes, so the file loads in one stream."""
+    from snapshots.options import ImportOptions, worth_parts
+
+    sjis = CsvOptions(encoding="SJIS", quote="|")
+    assert not sjis.quotes_bytewise
+    assert StrayQuotes(sjis).find("ア|x,1\n".encode("shift_jis"), 0) is None
+    big = tmp_path / "big.csv"
+    assert worth_parts(ImportOptions(csv=sjis, part_size=1), big, 1000, 4) == 1
+    assert worth_parts(ImportOptions(part_size=1), big, 1000, 4) == 4
+    assert CsvOptions(encoding="SJIS").quotes_bytewise  # `"` (0x22) is never a second byte

@@ -5,7 +5,8 @@
 
 Starts its own embedded PostgreSQL (default settings, logged tables) in a temporary
 directory, generates a deterministic file in the seed's columns, and alternates the two sides
-round by round so a noisy machine hurts both alike. Prints medians with min-max spread, rows/s,
+round by round so a noisy machine hurts both alike, with a CHECKPOINT before every timed
+run. Prints medians with min-max spread, rows/s,
 MB/s, the ratio to psql and the importer's peak RSS.
 
 Scenarios (each side loads the same bytes into a table of the same column types):
@@ -19,7 +20,9 @@ Scenarios (each side loads the same bytes into a table of the same column types)
              first, vs \\copy of the first into an equal keyed table
   parallel   one file into an existing table with --jobs 1 and --jobs 2, vs \\copy into an
              equal table, and vs a raw two-stream COPY: two psql \\copy processes at once,
-             each loading one half of the file (cut at a record boundary) into the equal table
+             each loading one half of the file (cut at a record boundary) into the equal table,
+             and the same halves from a bare psycopg script (benchmarks/psycopg_two_streams.py:
+             two threads, plain COPY, no checks): how close a Python client can get at all
   many       10 files of --rows/10 rows each into an existing table with --jobs 1 and
              --jobs 2, vs one psql running \\copy of the 10 files one after another
 """
@@ -148,15 +151,24 @@ def snapshots_env() -> dict[str, str]:
     return env
 
 
+def settle(uri: str) -> None:
+    """A checkpoint before every timed run: each load writes ~300 MB of WAL, so with the
+    default max_wal_size a checkpoint (and the full-page writes after it) would otherwise land
+    inside whichever run happens to cross it, a few seconds of noise on either side."""
+    sql(uri, "CHECKPOINT")
+
+
 def psql_copy(uri: str, table: str, path: Path) -> Sample:
     # The equal table keeps snapshot_id's DEFAULT (it reads this setting), so psql pays the
     # same per-row default as snapshots does.
     env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=0")
+    settle(uri)
     return timed(["psql", uri, "-v", "ON_ERROR_STOP=1", "-qc",
                   f"\\copy {table}({COLUMNS}) from '{path}' csv header"], env=env)
 
 
 def snapshots_import(uri: str, table: str, *paths: Path, jobs: int = 1) -> Sample:
+    settle(uri)
     return timed([*SNAPSHOTS, "-q", "--database", uri, "--table", table, "import",
                   "--jobs", str(jobs), *map(str, paths)], env=snapshots_env())
 
@@ -164,6 +176,7 @@ def snapshots_import(uri: str, table: str, *paths: Path, jobs: int = 1) -> Sampl
 def psql_two_streams(uri: str, table: str, halves: tuple[Path, Path]) -> Sample:
     """Two psql \\copy processes at once, one half each: the raw two-connection COPY."""
     env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=0")
+    settle(uri)
     started = time.perf_counter()
     procs = [subprocess.Popen(["psql", uri, "-v", "ON_ERROR_STOP=1", "-qc",
                                f"\\copy {table}({COLUMNS}) from '{half}' csv"
@@ -182,7 +195,17 @@ def psql_copy_many(uri: str, table: str, paths: list[Path]) -> Sample:
     args = []
     for path in paths:
         args += ["-c", f"\\copy {table}({COLUMNS}) from '{path}' csv header"]
+    settle(uri)
     return timed(["psql", uri, "-v", "ON_ERROR_STOP=1", "-q", *args], env=env)
+
+
+def psycopg_two_streams(uri: str, table: str, halves: tuple[Path, Path]) -> Sample:
+    """The same two halves from one Python process over psycopg, and nothing else."""
+    env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=0")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    settle(uri)
+    return timed([sys.executable, str(ROOT / "benchmarks" / "psycopg_two_streams.py"), uri,
+                  table, COLUMNS, *map(str, halves)], env=env)
 
 
 def drop_parts(uri: str) -> None:
@@ -253,6 +276,7 @@ def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
     psql, one, two, raw = (Series("psql \\copy (equal table)"), Series("snapshots --jobs 1"),
                            Series("snapshots --jobs 2"),
                            Series("raw two-stream COPY (2 x psql, halves)"))
+    floor = Series("bare psycopg two-stream (halves, nothing else)")
     equal_tables(uri, data, "bench_par")
     halves = (WORK / "half_1.csv", WORK / "half_2.csv")
     # Streamed, not read whole: a child's peak RSS starts from this process's at fork time.
@@ -273,12 +297,13 @@ def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
             lambda p=p1: one.samples.append(snapshots_import(uri, "bench_par", p)),
             lambda p=p2: two.samples.append(snapshots_import(uri, "bench_par", p, jobs=2)),
             lambda: raw.samples.append(psql_two_streams(uri, "bench_par_psql", halves)),
+            lambda: floor.samples.append(psycopg_two_streams(uri, "bench_par_psql", halves)),
         ]
         for step in steps if n % 2 == 0 else reversed(steps):
             step()
             sql(uri, "TRUNCATE bench_par_psql", "TRUNCATE bench_par")
             drop_parts(uri)
-    return [psql, one, two, raw]
+    return [psql, one, two, raw, floor]
 
 
 def scenario_many(uri: str, data: Path, rows: int, rounds: int) -> list[Series]:
@@ -427,12 +452,13 @@ def main() -> None:
                       row(two, args.rows, size_mb, theirs, "<= 2x")]
         if "parallel" in only:
             print("parallel parts of one file ...", file=sys.stderr)
-            psql, one, two, raw = scenario_parallel(uri, data, args.rounds)
+            psql, one, two, raw, floor = scenario_parallel(uri, data, args.rounds)
             lines += [row(psql, args.rows, size_mb, None),
                       row(one, args.rows, size_mb, psql, "<= 1.10x"),
                       row(two, args.rows, size_mb, psql, "<= 0.85x"),
                       row(raw, args.rows, size_mb, psql),
-                      row(two, args.rows, size_mb, raw, "<= 1.10x of raw two-stream")]
+                      row(two, args.rows, size_mb, raw, "<= 1.10x of raw two-stream"),
+                      row(floor, args.rows, size_mb, raw, "(reference: Python's floor)")]
         if "many" in only:
             print("10 files ...", file=sys.stderr)
             psql, one, two = scenario_many(uri, data, args.rows, args.rounds)

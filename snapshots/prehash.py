@@ -31,7 +31,7 @@ class Prehasher:
     """Hashes `paths` in order in a thread of its own; `take(path)` hands a result over.
 
     `parts(path, size)` says how many parts a file would be cut into, so the cut points are
-    found during the same read (see csvfile.RecordSplitter).
+    found while it is hashed (see csvfile.hash_file).
     """
 
     def __init__(self, paths: Sequence[Path], *, parts: Callable[[Path, int], int],

@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from snapshots import csvfile
-from snapshots.csvfile import CsvOptions, RecordSplitter, sha256_file, split_records
+from snapshots.csvfile import CsvOptions, hash_file, split_records
 
 HEADER = "user_id,name,store_name,credit_limit\n"
 BASE = HEADER + "1,Base One,Store,1.5\n2,Base Two,Store,2.5\n3,Base Three,Store,3.5\n"
@@ -208,10 +208,10 @@ def test_split_records_cuts_only_at_record_boundaries(
     options = CsvOptions(delimiter=delimiter, quote=quote)
     with mock.patch.object(csvfile, "CHUNK_SIZE", chunk):
         ranges = split_records(path, parts, options)
-        # The importer finds the same cuts while it hashes the file (one read for both).
-        splitter = RecordSplitter(len(data), parts, options)
-        assert sha256_file(path, splitter) == (hashlib.sha256(data).hexdigest(), len(data))
-        assert splitter.ranges() == ranges
+        # The importer finds the same cuts while it hashes the file (side by side).
+        hashed = hash_file(path, options, lambda size: parts)
+        assert (hashed.sha256, hashed.size) == (hashlib.sha256(data).hexdigest(), len(data))
+        assert hashed.ranges == (ranges if parts > 1 else None)
 
     assert 1 <= len(ranges) <= parts
     assert ranges[0][0] == 0 and ranges[-1][1] == len(data)

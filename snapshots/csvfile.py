@@ -401,6 +401,23 @@ class StrayQuotes:
             window.count(b"\n", len(edge), max(at, len(edge)))
 
 
+def first_stray_quote(path: Path, options: CsvOptions, end: int,
+                      check: Callable[[], None] | None = None) -> int | None:
+    """The line of the first stray quote (see stray_quote_pattern) in the file's first `end`
+    bytes, counted as a one-stream load counts it, or None."""
+    stray = StrayQuotes(options)
+    lines = 0
+    with open_span(path, 0, end) as stream:
+        for chunk in iter_chunks(stream):
+            if check is not None:
+                check()
+            line = stray.find(chunk, lines)
+            if line is not None:
+                return line
+            lines += chunk.count(b"\n")
+    return None
+
+
 # Python codecs whose multi-byte characters may end in a byte of the ASCII range.
 _TWO_BYTE_ASCII = {"shift_jis", "cp932", "shift_jis_2004", "shift_jisx0213", "big5",
                    "big5hkscs", "cp950", "gbk", "cp936", "gb18030", "cp949", "johab"}

@@ -36,6 +36,7 @@ from snapshots.csvfile import (
     StreamInference,
     file_signature,
     first_malformed_record,
+    first_stray_quote,
     hash_file,
     iter_chunks,
     lines_before,
@@ -489,6 +490,7 @@ class Importer:
         total = sum(end - start for start, end in ranges)
         done, lock = [0], threading.Lock()
         rows = [0] * len(ranges)
+        finished = [False] * len(ranges)
         errors: list[tuple[int, BaseException]] = []
 
         def advance(n: int) -> None:
@@ -505,6 +507,7 @@ class Importer:
                                  (ddl.IMPORT_ID_SETTING, str(import_id)))
                     rows[k] = self._copy_file(path, relation, columns, "", conn=conn,
                                               span=ranges[k], on_bytes=advance, stop=stop)
+                finished[k] = True
             except BaseException as exc:
                 stop.set()  # first, so the others stop while this error is located
                 errors.append((k, exc))
@@ -532,6 +535,16 @@ class Importer:
             errors.sort(key=lambda e: (isinstance(e[1], _Stopped | psycopg.errors.QueryCanceled),
                                        e[0]))
             k, exc = errors[0]
+            if k > 0 and not all(finished[:k]):
+                # A stray quote before part k flips the quote parity its cut was found by, so
+                # part k may have begun inside a quoted field and failed on what is not a
+                # record at all, while the part holding the quote was stopped before its
+                # check reached it. The file's first problem is that quote: name it, as a
+                # one-stream load would (error path only; a scan at C speed).
+                line = first_stray_quote(path, self.options.csv, ranges[k][0],
+                                         check=lambda: self._check_stop(path, None))
+                if line is not None:
+                    raise malformed_quoting(path, line) from None
             if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError):
                 raise input_error_from_copy(exc, path, self.options.csv, ranges[k]) from None
             raise exc

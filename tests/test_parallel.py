@@ -734,6 +734,40 @@ def test_malformed_quoting_in_the_last_part(tmp_path: Path, cli_env: dict[str, s
     assert leftovers(db_conn) == []
 
 
+def test_stray_quote_that_moves_a_cut_is_what_fails_the_file(
+        tmp_path: Path, cli_env: dict[str, str], db_url: str, db_conn: psycopg.Connection,
+        append_table: Path) -> None:
+    """A stray quote at the end of the first part flips the quote parity the cut is found
+    by, so the second part begins inside a quoted field and fails on a line that is not a
+    record. The file's first problem is the quote, and the error says so, as in one stream.
+
+    Found by a new-user trial: the second part (whose server discards the rest of a failed
+    COPY, so it finishes early) reported its artifact while the first part was stopped short
+    of the quote, further in than its feeder may run ahead of the server."""
+    header = HEADER.encode()
+    n, index = 900_000, 440_000  # ~40 MB; the quote at ~98% of the first part
+    record = multiline_records(1)[0]
+    assert all(len(r) == len(record) for r in multiline_records(3))
+    stray = b'%06d,12" pizza,Store,1.5\n' % index
+    body = b"".join(stray if i == index else b'%06d,"Name\nsecond line",Store,%d.5\n'
+                    % (i, i % 10) for i in range(1, n + 1))
+    path = tmp_path / "snapshot_20230102.csv"
+    path.write_bytes(header + body)
+    del body
+    ranges = split_records(path, 2, CsvOptions())
+    assert ranges[0][1] > len(header) + index * len(record)  # the quote is in the first part
+    assert (ranges[1][0] - len(header)) % len(record) != 0  # the cut is inside a record
+
+    result = cli(db_url, cli_env, "import", "--jobs", "2", "--part-size", "1M", path)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    (message,) = error_lines(result)
+    assert f"{path}:{2 + 2 * (index - 1)}: malformed quoting" in message, message
+    assert count(db_conn, "t") == 3
+    assert statuses(db_conn, path.name) == ["failed"]
+    assert leftovers(db_conn) == []
+    assert single_stream_error(db_url, cli_env, path) == message
+
+
 # --------------------------------------------------------------------------- upsert
 
 KEYED = ("CREATE TABLE {} (user_id bigint PRIMARY KEY, name text, store_name text, "

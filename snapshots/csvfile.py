@@ -264,15 +264,13 @@ class RecordSplitter:
 
     def feed(self, chunk: bytes) -> None:
         """The file's next bytes."""
-        n = len(chunk)
         if self.done:
-            self._offset += n
             return  # every cut is found: the rest of the file needs no counting
         targets, k = self._targets, self._next
-        if k < len(targets) and targets[k] < self._offset + n:
+        if k < len(targets) and targets[k] < self._offset + len(chunk):
             counted_to, parity, search = 0, self._odd, 0  # quote parity at chunk[counted_to]
             while k < len(targets):
-                at = chunk.find(b"\n", max(search, targets[k] - self._offset), n)
+                at = chunk.find(b"\n", max(search, targets[k] - self._offset))
                 if at < 0:
                     break
                 parity ^= bool(chunk.count(self._quote, counted_to, at) & 1)
@@ -286,8 +284,8 @@ class RecordSplitter:
                 while k < len(targets) and targets[k] < boundary:
                     k += 1
             self._next = k
-        self._odd ^= bool(chunk.count(self._quote, 0, n) & 1)
-        self._offset += n
+        self._odd ^= bool(chunk.count(self._quote) & 1)
+        self._offset += len(chunk)
 
     def ranges(self) -> list[tuple[int, int]]:
         return list(zip(self._bounds, [*self._bounds[1:], self.size], strict=True))

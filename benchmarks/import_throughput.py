@@ -151,6 +151,12 @@ def snapshots_env() -> dict[str, str]:
     return env
 
 
+def psql_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """For the other side: the equal table's snapshot_id DEFAULT reads this setting, so psql
+    pays the same per-row default as snapshots does."""
+    return dict(os.environ if base is None else base, PGOPTIONS="-c snapshots.import_id=0")
+
+
 def settle(uri: str) -> None:
     """A checkpoint before every timed run: each load writes ~300 MB of WAL, so with the
     default max_wal_size a checkpoint (and the full-page writes after it) would otherwise land
@@ -159,12 +165,9 @@ def settle(uri: str) -> None:
 
 
 def psql_copy(uri: str, table: str, path: Path) -> Sample:
-    # The equal table keeps snapshot_id's DEFAULT (it reads this setting), so psql pays the
-    # same per-row default as snapshots does.
-    env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=0")
     settle(uri)
     return timed(["psql", uri, "-v", "ON_ERROR_STOP=1", "-qc",
-                  f"\\copy {table}({COLUMNS}) from '{path}' csv header"], env=env)
+                  f"\\copy {table}({COLUMNS}) from '{path}' csv header"], env=psql_env())
 
 
 def snapshots_import(uri: str, table: str, *paths: Path, jobs: int = 1) -> Sample:
@@ -175,7 +178,7 @@ def snapshots_import(uri: str, table: str, *paths: Path, jobs: int = 1) -> Sampl
 
 def psql_two_streams(uri: str, table: str, halves: tuple[Path, Path]) -> Sample:
     """Two psql \\copy processes at once, one half each: the raw two-connection COPY."""
-    env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=0")
+    env = psql_env()
     settle(uri)
     started = time.perf_counter()
     procs = [subprocess.Popen(["psql", uri, "-v", "ON_ERROR_STOP=1", "-qc",
@@ -191,7 +194,7 @@ def psql_two_streams(uri: str, table: str, halves: tuple[Path, Path]) -> Sample:
 
 
 def psql_copy_many(uri: str, table: str, paths: list[Path]) -> Sample:
-    env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=0")
+    env = psql_env()
     args = []
     for path in paths:
         args += ["-c", f"\\copy {table}({COLUMNS}) from '{path}' csv header"]
@@ -201,8 +204,7 @@ def psql_copy_many(uri: str, table: str, paths: list[Path]) -> Sample:
 
 def psycopg_two_streams(uri: str, table: str, halves: tuple[Path, Path]) -> Sample:
     """The same two halves from one Python process over psycopg, and nothing else."""
-    env = dict(os.environ, PGOPTIONS="-c snapshots.import_id=0")
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = psql_env(snapshots_env())  # compiled bytecode, as snapshots runs
     settle(uri)
     return timed([sys.executable, str(ROOT / "benchmarks" / "psycopg_two_streams.py"), uri,
                   table, COLUMNS, *map(str, halves)], env=env)

@@ -620,15 +620,31 @@ def test_next_run_into_another_table_of_the_schema_cleans_up(
 # --------------------------------------------------------------------------- a bad row
 
 
+def multiline_record(i: int, eol: bytes = b"\n") -> bytes:
+    """Record `i` (1-based) of two physical lines (a quoted bare newline, as spreadsheets
+    write them even in CRLF files); all are equal in length up to i = 999,999."""
+    return b'%06d,"Name\nsecond line",Store,%d.5' % (i, i % 10) + eol
+
+
 def multiline_records(n: int, eol: bytes = b"\n") -> list[bytes]:
-    """Records of two physical lines each (a quoted bare newline, as spreadsheets write them
-    even in CRLF files), equal in length."""
-    return [b'%06d,"Name\nsecond line",Store,%d.5' % (i, i % 10) + eol for i in range(1, n + 1)]
+    return [multiline_record(i, eol) for i in range(1, n + 1)]
 
 
 def bad_value(record: bytes) -> bytes:
     """The same record (same length, same quotes) with a user_id bigint can't read."""
     return b"x" + record[1:]
+
+
+def failed_whole_file(result: subprocess.CompletedProcess[str], conn: psycopg.Connection,
+                      path: Path, rows_before: int) -> str:
+    """The import failed as one file: exit 1, not a row of it in `t`, its record failed and
+    no part table left. Returns its one error line."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    (message,) = error_lines(result)
+    assert count(conn, "t") == rows_before
+    assert statuses(conn, path.name) == ["failed"]
+    assert leftovers(conn) == []
+    return message
 
 
 def single_stream_error(db_url: str, env: dict[str, str], path: Path, table: str = "t") -> str:
@@ -673,15 +689,11 @@ def test_bad_value_in_one_part_fails_the_whole_file(tmp_path: Path, cli_env: dic
 
     before = count(db_conn, "t")
     result = cli(db_url, cli_env, "import", "--jobs", "3", "--part-size", "4k", path)
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    (message,) = error_lines(result)
+    message = failed_whole_file(result, db_conn, path, before)
     value = records[index].split(b",")[0].decode()
     assert f"{path}:{line}:" in message, message
     assert "invalid input syntax for type bigint" in message
     assert f"value '{value}'" in message and "column user_id" in message
-    assert count(db_conn, "t") == before
-    assert statuses(db_conn, path.name) == ["failed"]
-    assert leftovers(db_conn) == []
     assert children(db_conn, "t") == []
     # Word for word what the same file gets in one stream.
     assert single_stream_error(db_url, cli_env, path) == message
@@ -701,13 +713,9 @@ def test_a_record_with_extra_columns_in_the_last_part(tmp_path: Path, cli_env: d
     ranges = split_records(path, 3, CsvOptions())
     assert part_of(ranges, record_offset(header, records, index)) == 2
     result = cli(db_url, cli_env, "import", "--jobs", "3", "--part-size", "4k", path)
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    (message,) = error_lines(result)
+    message = failed_whole_file(result, db_conn, path, 3)
     assert f"{path}:{record_line(records, index)}:" in message, message
     assert "extra data after last expected column" in message
-    assert count(db_conn, "t") == 3
-    assert statuses(db_conn, path.name) == ["failed"]
-    assert leftovers(db_conn) == []
 
 
 def test_malformed_quoting_in_the_last_part(tmp_path: Path, cli_env: dict[str, str],
@@ -726,12 +734,8 @@ def test_malformed_quoting_in_the_last_part(tmp_path: Path, cli_env: dict[str, s
     assert len(ranges) == 3
     assert part_of(ranges, record_offset(header, records, index)) == 2
     result = cli(db_url, cli_env, "import", "--jobs", "3", "--part-size", "4k", path)
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    (message,) = error_lines(result)
+    message = failed_whole_file(result, db_conn, path, 3)
     assert f"{path}:{record_line(records, index)}:" in message, message
-    assert count(db_conn, "t") == 3
-    assert statuses(db_conn, path.name) == ["failed"]
-    assert leftovers(db_conn) == []
 
 
 def test_stray_quote_that_moves_a_cut_is_what_fails_the_file(
@@ -746,25 +750,19 @@ def test_stray_quote_that_moves_a_cut_is_what_fails_the_file(
     of the quote, further in than its feeder may run ahead of the server."""
     header = HEADER.encode()
     n, index = 900_000, 440_000  # ~40 MB; the quote at ~98% of the first part
-    record = multiline_records(1)[0]
-    assert all(len(r) == len(record) for r in multiline_records(3))
+    size = len(multiline_record(1))  # every record's (built one by one: not 900k objects)
     stray = b'%06d,12" pizza,Store,1.5\n' % index
-    body = b"".join(stray if i == index else b'%06d,"Name\nsecond line",Store,%d.5\n'
-                    % (i, i % 10) for i in range(1, n + 1))
+    body = b"".join(stray if i == index else multiline_record(i) for i in range(1, n + 1))
     path = tmp_path / "snapshot_20230102.csv"
     path.write_bytes(header + body)
     del body
     ranges = split_records(path, 2, CsvOptions())
-    assert ranges[0][1] > len(header) + index * len(record)  # the quote is in the first part
-    assert (ranges[1][0] - len(header)) % len(record) != 0  # the cut is inside a record
+    assert ranges[0][1] > len(header) + index * size  # the quote is in the first part
+    assert (ranges[1][0] - len(header)) % size != 0  # the cut is inside a record
 
     result = cli(db_url, cli_env, "import", "--jobs", "2", "--part-size", "1M", path)
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    (message,) = error_lines(result)
+    message = failed_whole_file(result, db_conn, path, 3)
     assert f"{path}:{2 + 2 * (index - 1)}: malformed quoting" in message, message
-    assert count(db_conn, "t") == 3
-    assert statuses(db_conn, path.name) == ["failed"]
-    assert leftovers(db_conn) == []
     assert single_stream_error(db_url, cli_env, path) == message
 
 

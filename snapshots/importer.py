@@ -490,7 +490,6 @@ class Importer:
         total = sum(end - start for start, end in ranges)
         done, lock = [0], threading.Lock()
         rows = [0] * len(ranges)
-        finished = [False] * len(ranges)
         errors: list[tuple[int, BaseException]] = []
 
         def advance(n: int) -> None:
@@ -507,7 +506,6 @@ class Importer:
                                  (ddl.IMPORT_ID_SETTING, str(import_id)))
                     rows[k] = self._copy_file(path, relation, columns, "", conn=conn,
                                               span=ranges[k], on_bytes=advance, stop=stop)
-                finished[k] = True
             except BaseException as exc:
                 stop.set()  # first, so the others stop while this error is located
                 errors.append((k, exc))
@@ -535,7 +533,7 @@ class Importer:
             errors.sort(key=lambda e: (isinstance(e[1], _Stopped | psycopg.errors.QueryCanceled),
                                        e[0]))
             k, exc = errors[0]
-            if k > 0 and not all(finished[:k]):
+            if any(j < k for j, _ in errors):  # an earlier part was stopped short
                 # A stray quote before part k flips the quote parity its cut was found by, so
                 # part k may have begun inside a quoted field and failed on what is not a
                 # record at all, while the part holding the quote was stopped before its

@@ -39,7 +39,6 @@ from snapshots.csvfile import (
     first_stray_quote,
     hash_file,
     iter_chunks,
-    lines_before,
     open_content,
     open_span,
     read_header,
@@ -727,7 +726,10 @@ class Importer:
                         line = stray.find(chunk, newlines)
                         if line is not None:
                             if span is not None and span[0] > 0:
-                                line += lines_before(path, span[0], self.options.csv)
+                                # Counted from the file's start, as one stream counts it
+                                # (and an earlier part's stray quote, if any, comes first).
+                                line = first_stray_quote(path, self.options.csv,
+                                                         span[1]) or line
                             raise malformed_quoting(path, line)
                         if eof_marker:
                             window = tail + chunk

@@ -6,6 +6,10 @@ operator relies on: ``uid``, ``generateName`` (Events), ``creationTimestamp``, `
 (bumped by spec changes) and ``resourceVersion`` honoured by watches (a watch that starts at
 a version replays only what changed since, as the real server does, instead of every object).
 Nothing here schedules pods: tests play the Job controller and the kubelet through the API.
+
+The operator itself runs as users run it: the installed ``snapshots-operator`` console script
+in a process of its own, logging in with its own wiring from a kubeconfig, or from a pod's
+service account (``running_operator(login=...)``). Nothing of the product is replaced here.
 """
 
 from __future__ import annotations
@@ -15,22 +19,29 @@ import contextlib
 import datetime as dt
 import itertools
 import json
-import threading
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp.test_utils
 import kmock
 import pytest
+from helpers import in_ci, require_tool
 from kmock._internal import enums, rendering
-from kubernetes import client as k8s
 
-from snapshots_operator import GROUP, KIND, PLURAL, VERSION, handlers
-from snapshots_operator.cli import HttpServer, run_operator
-from snapshots_operator.kube import Kube
-from snapshots_operator.resources import OperatorConfig
+from snapshots_operator import GROUP, KIND, PLURAL, VERSION
 
 T = TypeVar("T")
 
@@ -151,11 +162,13 @@ async def until(predicate: Callable[[], T], timeout: float = 15, interval: float
 
 @dataclass
 class RunningOperator:
-    """A handle on the operator under test and the simulated API server it talks to."""
+    """A handle on the operator under test (a real process) and the simulated API server."""
 
     api: SnapshotsEmulator
-    context: handlers.Context
-    server: HttpServer
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    log: Path
+    token: str
 
     # ----------------------------------------------------------------- reading state
 
@@ -194,28 +207,43 @@ class RunningOperator:
         return [job for job in self.items(JOBS)
                 if job["metadata"].get("annotations", {}).get("snapshots.dev/source") == name]
 
-    async def metrics(self) -> str:
-        import aiohttp
-
-        async with aiohttp.ClientSession() as session, session.get(
-                f"http://127.0.0.1:{self.server.port}/metrics") as response:
+    def metrics(self) -> str:
+        """The operator's /metrics page (a blocking read: the operator is another process)."""
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
             assert response.status == 200
-            return await response.text()
+            return response.read().decode()
 
-    async def healthz(self) -> int:
-        import aiohttp
+    def healthz(self) -> int:
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
 
-        async with aiohttp.ClientSession() as session, session.get(
-                f"http://127.0.0.1:{self.server.port}/healthz") as response:
-            return response.status
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def authorizations(self) -> set[str]:
+        """The Authorization header of every request the operator made (kopf's watches and
+        patches, the `kubernetes` client's calls); the test's own requests are KMock's."""
+        seen = {request.headers.get("Authorization", "") for request in self.api
+                if not request.headers.get("User-Agent", "").startswith("kmock/")}
+        # The scheme is case-insensitive (RFC 7235): the `kubernetes` client says "bearer".
+        return {f"{scheme.capitalize()} {rest}".strip()
+                for scheme, _, rest in (header.partition(" ") for header in seen)}
 
     # ----------------------------------------------------------------- changing state
 
     async def _call(self, method: str, path: str, body: Any = None,
                     content_type: str = "application/merge-patch+json") -> dict[str, Any]:
         headers = {"Content-Type": content_type} if body is not None else {}
-        async with self.api.request(method, path, data=json.dumps(body) if body is not None
-                                    else None, headers=headers) as response:
+        # The plain-HTTP entry point the fixture opened first: KMock would otherwise spread
+        # the test's calls over the TLS one of the in-cluster login too.
+        client = self.api.servers[0].client
+        async with client.request(method, path, data=json.dumps(body) if body is not None
+                                  else None, headers=headers) as response:
             text = await response.text()
             assert response.status < 300, f"{method} {path}: {response.status} {text}"
             return json.loads(text) if text else {}
@@ -320,68 +348,151 @@ class RunningOperator:
         return name
 
 
-@contextlib.asynccontextmanager
-async def running_operator(api: SnapshotsEmulator,
-                           config: OperatorConfig | None = None, *,
-                           clusterwide: bool = False,
-                           ) -> AsyncIterator[RunningOperator]:
-    """Start the operator's real entry point (kopf, handlers, HTTP server) against ``api``.
+OPERATOR_SCRIPT = Path(sys.executable).with_name("snapshots-operator")
+JOB_IMAGE = "registry.example/snapshots:test"
+SERVICE_ACCOUNT_DIR = "/run/secrets/kubernetes.io/serviceaccount"
 
-    It runs in a thread with its own event loop, as in a pod: KMock keeps this test's loop,
-    and kopf's shutdown only waits for kopf's own tasks.
+
+def _kubeconfig(path: Path, server: str, token: str) -> Path:
+    """A kubeconfig as `kubectl config` writes one: a cluster, a user with a token, a context."""
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "tester", "user": {"token": token}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester",
+                                                   "namespace": NAMESPACE}}],
+        "current-context": "kmock",
+    }))
+    return path
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (ca.crt, tls.crt, tls.key),
+    as a cluster's API server presents them to the pods' service accounts."""
+    openssl = require_tool("openssl")
+    ca_key, ca, key, csr, cert = (directory / name for name in (
+        "ca.key", "ca.crt", "tls.key", "tls.csr", "tls.crt"))
+    extensions = directory / "server.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                          "keyUsage=digitalSignature,keyEncipherment\n"
+                          "extendedKeyUsage=serverAuth\n")
+    for argv in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-subj", "/CN=kmock-ca", "-days", "2"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=kubernetes"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", extensions],
+    ):
+        subprocess.run([openssl, *map(str, argv)], check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
+def _tls_server_class(context: ssl.SSLContext) -> type[aiohttp.test_utils.RawTestServer]:
+    class TLSServer(aiohttp.test_utils.RawTestServer):
+        async def start_server(self, **kwargs: Any) -> None:
+            await super().start_server(ssl=context, **kwargs)
+
+    return TLSServer
+
+
+def _in_cluster_command(service_account: Path) -> list[str]:
+    """Run the operator with ``service_account`` where a pod has its service account.
+
+    The `kubernetes` client reads the token and CA from fixed paths under /run/secrets; a
+    private mount namespace (root and util-linux's unshare) puts the files there for the
+    operator's process alone, as the kubelet does for a pod, and nothing on the host changes.
     """
-    import kopf
+    unshare = require_tool("unshare")
+    if os.geteuid() != 0:
+        message = "the in-cluster login test needs root (a private mount namespace)"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    script = (f"mount -t tmpfs tmpfs /run && mkdir -p {SERVICE_ACCOUNT_DIR} && "
+              f'mount --bind "$1" {SERVICE_ACCOUNT_DIR} && shift && exec "$@"')
+    return [unshare, "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            str(service_account)]
 
+
+@contextlib.asynccontextmanager
+async def running_operator(api: SnapshotsEmulator, *, clusterwide: bool = False,
+                           login: str = "kubeconfig") -> AsyncIterator[RunningOperator]:
+    """Start the installed ``snapshots-operator`` against ``api``, as a user would.
+
+    It is given nothing but what a user gives it: a kubeconfig (``login="kubeconfig"``), or a
+    pod's service account token and CA with ``KUBERNETES_SERVICE_HOST``/``_PORT`` pointing at
+    the API over TLS (``login="in-cluster"``); its options on the command line. Its log goes
+    to a file, shown when it fails.
+    """
+    assert OPERATOR_SCRIPT.exists(), f"{OPERATOR_SCRIPT}: the package is not installed"
     register_resources(api)
-    url = str(api.url).rstrip("/")
-    configuration = k8s.Configuration()
-    configuration.host = url
-    api_client = k8s.ApiClient(configuration)
-    context = handlers.Context(kube=Kube(api_client), config=config or OperatorConfig(
-        image="registry.example/snapshots:test"))
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def _login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=url, insecure=True)
-
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-    servers: list[HttpServer] = []
-
-    async def operator_main() -> None:
-        state["loop"] = asyncio.get_running_loop()
-        state["stop"] = stop = asyncio.Event()
-        await run_operator(
-            context=context, clusterwide=clusterwide,
-            namespaces=[] if clusterwide else [NAMESPACE],
-            metrics_host="127.0.0.1", metrics_port=_free_port(), registry=registry,
-            stop_flag=stop, ready_flag=ready, on_server=servers.append)
-
-    def thread_main() -> None:
+    token = f"token-{uuid.uuid4().hex}"
+    workdir = Path(tempfile.mkdtemp(prefix="snapshots-operator-"))
+    home = workdir / "home"
+    home.mkdir()
+    metrics_port = _free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+           "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+    prefix: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        if login == "kubeconfig":
+            env["KUBECONFIG"] = str(_kubeconfig(workdir / "kubeconfig",
+                                                str(api.url).rstrip("/"), token))
+        elif login == "in-cluster":
+            service_account = workdir / "serviceaccount"
+            service_account.mkdir()
+            ca, cert, key = _certificates(workdir)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key)
+            tls = await stack.enter_async_context(
+                kmock.Server(api, server_cls=_tls_server_class(context)))
+            (service_account / "token").write_text(token)
+            (service_account / "ca.crt").write_bytes(ca.read_bytes())
+            (service_account / "namespace").write_text(NAMESPACE)
+            env["KUBERNETES_SERVICE_HOST"] = "127.0.0.1"
+            env["KUBERNETES_SERVICE_PORT"] = str(tls.port)
+            prefix = _in_cluster_command(service_account)
+        else:
+            raise ValueError(login)
+        scope = ["--all-namespaces"] if clusterwide else ["--namespace", NAMESPACE]
+        log = workdir / "operator.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*prefix, str(OPERATOR_SCRIPT), *scope, "--metrics-host", "127.0.0.1",
+                 "--metrics-port", str(metrics_port), "--job-image", JOB_IMAGE],
+                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        op = RunningOperator(api=api, process=process, metrics_port=metrics_port, log=log,
+                             token=token)
         try:
-            asyncio.run(operator_main())
-        except BaseException as exc:  # reported by the test below
-            state["error"] = exc
+            await until(lambda: process.poll() is not None or _answers(op), 60,
+                        message="the operator's /healthz")
+            assert process.poll() is None, f"the operator exited:\n{op.logs()}"
+            # kopf lists, then watches: wait for both watches so nothing happens before them.
+            await until(lambda: {"snapshotsources", "jobs"} <= _watched(api), 30,
+                        message="the operator's watch streams")
+            yield op
+        except BaseException:
+            print(f"--- operator log\n{op.logs()}")
+            raise
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            await until(lambda: process.poll() is not None, 30,
+                        message="the operator to stop on SIGTERM")
+    returncode = process.returncode
+    logs = op.logs()
+    shutil.rmtree(workdir, ignore_errors=True)
+    assert returncode == 0, f"the operator exited {returncode} on SIGTERM:\n{logs}"
+    assert "Traceback" not in logs, logs
 
-    thread = threading.Thread(target=thread_main, name="operator", daemon=True)
-    thread.start()
+
+def _answers(op: RunningOperator) -> bool:
     try:
-        await until(lambda: (ready.is_set() and servers) or not thread.is_alive(), 30,
-                    message="the operator to start")
-        if "error" in state:
-            raise state["error"]
-        # kopf lists, then watches: wait for both watches so nothing happens before them.
-        await until(lambda: {"snapshotsources", "jobs"} <= _watched(api), 20,
-                    message="the operator's watch streams")
-        yield RunningOperator(api=api, context=context, server=servers[0])
-    finally:
-        if "loop" in state:
-            state["loop"].call_soon_threadsafe(state["stop"].set)
-        await until(lambda: not thread.is_alive(), 30, message="the operator to stop")
-        api_client.close()
-        if "error" in state:
-            raise state["error"]
+        return op.healthz() == 200
+    except OSError:
+        return False
 
 
 def _watched(api: kmock.KubernetesEmulator) -> set[str]:

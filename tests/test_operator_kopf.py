@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from helpers import run_cli
 from operator_kmock import (
     CRONJOBS,
     NAMESPACE,
+    OPERATOR_SCRIPT,
     SOURCES,
     SnapshotsEmulator,
     running_operator,
@@ -65,8 +67,12 @@ def status_of(op: Any, name: str, type_: str) -> tuple[str, str] | None:
     return (condition["status"], condition["reason"]) if condition else None
 
 
-async def test_create_runs_at_once_and_a_good_run_is_ready(kmock: SnapshotsEmulator) -> None:
-    async with running_operator(kmock) as op:
+@pytest.mark.parametrize("login", ["kubeconfig", "in-cluster"])
+async def test_create_runs_at_once_and_a_good_run_is_ready(kmock: SnapshotsEmulator,
+                                                          login: str) -> None:
+    """The whole life of a source, with the operator logged in as a user would run it:
+    from a kubeconfig outside a cluster, from the pod's service account inside one."""
+    async with running_operator(kmock, login=login) as op:
         created = await op.create_source("users", SPEC)
         uid = created["metadata"]["uid"]
 
@@ -112,7 +118,7 @@ async def test_create_runs_at_once_and_a_good_run_is_ready(kmock: SnapshotsEmula
             "CronJobCreated", "JobLaunched", "RunSucceeded"} and r, message="the events")
         assert "Warning" not in {e["type"] for e in op.events("users")}, reasons
 
-        text = await op.metrics()
+        text = op.metrics()
         assert metric(text, "snapshots_operator_reconciles_total", result="success") == 1
         assert metric(text, "snapshots_operator_jobs_launched_total", trigger="initial",
                       result="created") == 1
@@ -121,14 +127,33 @@ async def test_create_runs_at_once_and_a_good_run_is_ready(kmock: SnapshotsEmula
         assert metric(text, "snapshots_operator_sources", condition="Ready", status="True") == 1
         assert metric(text, "snapshots_operator_last_success_timestamp_seconds",
                       namespace=NAMESPACE, source="users") > 1.7e9
-        assert await op.healthz() == 200
+        assert op.healthz() == 200
 
         # Deleting the source is not held up: no finalizer (owner references do the rest).
         assert "finalizers" not in op.source("users")["metadata"]
         await op.delete_source("users")
         assert op.get(SOURCES, "users") is None
-        await until(lambda: "users" not in {n for _ns, n in op.context.metrics.conditions},
+        await until(lambda: metric(op.metrics(), "snapshots_operator_last_success_timestamp_"
+                                   "seconds", namespace=NAMESPACE, source="users") is None,
                     message="the deleted source's series to go")
+        assert metric(op.metrics(), "snapshots_operator_sources", condition="Ready",
+                      status="True") == 0
+        # Every call, kopf's watches and the operator's own, carried the given credentials.
+        assert op.authorizations() == {f"Bearer {op.token}"}
+
+
+async def test_the_operator_without_credentials_says_so_in_one_line(tmp_path: Path) -> None:
+    """No service account and no kubeconfig: one clear error, not a traceback."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "KUBECONFIG": str(tmp_path / "missing")}
+    done = subprocess.run([str(OPERATOR_SCRIPT), "--namespace", NAMESPACE,
+                           "--metrics-port", "0"], env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("snapshots-operator: no Kubernetes credentials"), lines
+    assert "KUBECONFIG" in lines[-1]
 
 
 async def test_failed_and_oom_killed_runs_are_degraded(kmock: SnapshotsEmulator) -> None:
@@ -172,7 +197,7 @@ async def test_failed_and_oom_killed_runs_are_degraded(kmock: SnapshotsEmulator)
                                             if e["type"] == "Warning"]) and len(w) >= 3 and w,
                              message="warning events")
         assert {e["reason"] for e in events} >= {"ImportFailed", "OOMKilled", "DeadlineExceeded"}
-        text = await op.metrics()
+        text = op.metrics()
         assert metric(text, "snapshots_operator_jobs_finished_total", result="failed",
                       reason="OOMKilled") == 1
         assert metric(text, "snapshots_operator_sources", condition="Degraded",
@@ -243,7 +268,7 @@ async def test_sync_now_annotation_launches_exactly_one_job(kmock: SnapshotsEmul
                     now_job["metadata"]["name"], message="the sync-now run recorded")
         assert op.source("users")["status"]["lastRun"]["trigger"] == "sync-now"
         assert len(op.jobs_of("users")) == 2  # one annotation, one Job
-        text = await op.metrics()
+        text = op.metrics()
         assert metric(text, "snapshots_operator_jobs_launched_total", trigger="sync-now",
                       result="created") == 1
         assert metric(text, "snapshots_operator_jobs_finished_total", result="succeeded",

@@ -143,25 +143,20 @@ async def run_operator(
     namespaces: Sequence[str] = (),
     metrics_host: str = "0.0.0.0",
     metrics_port: int = DEFAULT_METRICS_PORT,
-    registry: kopf.OperatorRegistry | None = None,
     stop_flag: asyncio.Event | None = None,
-    ready_flag: asyncio.Event | None = None,
-    on_server: Callable[[HttpServer], None] | None = None,
 ) -> None:
     """The operator until ``stop_flag`` (or a signal, under kopf's own handling)."""
-    registry = handlers.register(registry)
+    registry = handlers.register()
     settings = build_settings(clusterwide)
     memo = kopf.Memo(snapshots=context)
     task = asyncio.create_task(kopf.operator(
         registry=registry, settings=settings, standalone=True, clusterwide=clusterwide,
-        namespaces=list(namespaces), memo=memo, stop_flag=stop_flag, ready_flag=ready_flag))
+        namespaces=list(namespaces), memo=memo, stop_flag=stop_flag))
     server = None
     if metrics_port:
         server = await HttpServer(context.metrics, lambda: not task.done(),
                                   metrics_host, metrics_port).start()
         log.info("serving /metrics and /healthz on %s:%d", metrics_host, server.port)
-        if on_server is not None:
-            on_server(server)
     try:
         await task
     finally:
@@ -173,12 +168,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from snapshots_operator.kube import Kube, load_api_client
+    from snapshots_operator.kube import Kube, NoCredentials, load_api_client
 
     config = resources.OperatorConfig(image=args.job_image,
                                       image_pull_policy=args.job_image_pull_policy,
                                       job_ttl_seconds=args.job_ttl)
-    context = handlers.Context(kube=Kube(load_api_client()), config=config)
+    try:
+        api_client = load_api_client()
+    except NoCredentials as exc:
+        print(f"snapshots-operator: {exc}", file=sys.stderr)
+        print("hint: run it in a pod with a service account, or point KUBECONFIG at a "
+              "kubeconfig whose current context reaches the cluster", file=sys.stderr)
+        sys.exit(1)
+    context = handlers.Context(kube=Kube(api_client), config=config)
     log.info("snapshots-operator %s watching %s; Jobs run %s", __version__,
              "all namespaces" if args.all_namespaces else ", ".join(args.namespaces),
              config.image)

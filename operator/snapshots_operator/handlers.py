@@ -245,12 +245,27 @@ def job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
     ctx.kube.mark_job_recorded(namespace, meta["name"])
 
 
+# --------------------------------------------------------------------------- login
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Credentials for kopf's own API calls: in a pod its service account, elsewhere the
+    current context of the kubeconfig (``KUBECONFIG`` or ``~/.kube/config``).
+
+    A plain ``OperatorRegistry`` has none of the fallback logins of kopf's default registry,
+    so without this kopf gives up at start with "Ran out of valid credentials". It reads the
+    same configuration as ``kube.load_api_client`` (the `kubernetes` client's), so kopf's
+    watches and the operator's own calls always talk to one server as one identity.
+    """
+    return kopf.login_via_client(**kwargs)
+
+
 # --------------------------------------------------------------------------- registration
 
 def register(registry: kopf.OperatorRegistry | None = None) -> kopf.OperatorRegistry:
     """Register every handler on ``registry`` (a fresh one by default) and return it."""
     registry = registry if registry is not None else kopf.OperatorRegistry()
     resource = (GROUP, VERSION, PLURAL)
+    kopf.on.login(id="login", registry=registry)(login)
     kopf.on.create(*resource, id="create", registry=registry)(reconcile)
     kopf.on.resume(*resource, id="resume", registry=registry)(reconcile)
     kopf.on.update(*resource, id="update", field="spec", registry=registry)(reconcile)

@@ -25,14 +25,26 @@ log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 
 
+class NoCredentials(Exception):
+    """Neither a pod's service account nor a kubeconfig: the operator cannot reach any API."""
+
+
 def load_api_client() -> k8s.ApiClient:
-    """In a pod: the service account; elsewhere: the current kubeconfig context."""
+    """In a pod: the service account; elsewhere: the current kubeconfig context.
+
+    kopf logs in from the same configuration (handlers.login), so both agree on the server.
+    """
     from kubernetes import config
 
     try:
         config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
+    except config.ConfigException as in_cluster:
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as kubeconfig:
+            raise NoCredentials(
+                f"no Kubernetes credentials: not in a pod ({in_cluster}) and no usable "
+                f"kubeconfig ({kubeconfig})") from kubeconfig
     return k8s.ApiClient()
 
 

@@ -4,27 +4,37 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# One stamp per install: `make run` installs only the CLI; `make test` adds the test and
+# operator extras, so `make test` after `make run` still installs them (and the reverse
+# installs nothing, since the extras include the CLI).
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test lint smoke tools bench clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,operator]'
-	@touch $(STAMP)
+	@touch $(TEST_STAMP) $(RUN_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/snapshots import data/
 	$(BIN)/snapshots list
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check snapshots operator tests benchmarks charts
 
 tools:
 	@$(PYTHON) .ci/check_tools.py
 
-test: $(STAMP) lint tools
+test: $(TEST_STAMP) lint tools
 	$(BIN)/pytest
 	@if [ -n "$$SNAPSHOTS_SMOKE_DATABASE" ]; then \
 		echo "smoke subset against $$($(BIN)/python -c 'import os,re;print(re.sub(r":[^:@/]*@",":***@",os.environ["SNAPSHOTS_SMOKE_DATABASE"]))')"; \
@@ -35,7 +45,7 @@ test: $(STAMP) lint tools
 		echo "note: smoke subset against PostgreSQL 15 skipped (set SNAPSHOTS_SMOKE_DATABASE)"; \
 	fi
 
-bench: $(STAMP)
+bench: $(RUN_STAMP)
 	$(BIN)/python benchmarks/import_throughput.py
 
 clean:

@@ -160,10 +160,25 @@ def connect(conninfo: str, *, autocommit: bool = True) -> psycopg.Connection:
     try:
         return psycopg.connect(full, autocommit=autocommit)
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to {describe(conninfo)}: {scrub(connection_reason(exc), full)}",
-            hint="check --database / SNAPSHOTS_DATABASE, that the server runs, and the login",
-        ) from None
+        reason = scrub(connection_reason(exc), full)
+        raise DatabaseUnavailable(f"cannot connect to {describe(conninfo)}: {reason}",
+                                  hint=connection_hint(reason)) from None
+
+
+# libpq's and the server's words for "a login is missing or wrong" (fe_sendauth: no password
+# supplied; password authentication failed for user ...; peer/ident authentication failed).
+_LOGIN_REFUSED = re.compile(r"no password supplied|authentication failed|"
+                            r"password is required|no pg_hba\.conf entry", re.I)
+
+
+def connection_hint(reason: str) -> str:
+    """What to do next: a refused login says how to give one, since the seed's
+    `host:port` form carries no user or password."""
+    if _LOGIN_REFUSED.search(reason):
+        return ("give a login: PGUSER and PGPASSWORD, a ~/.pgpass line "
+                "(host:port:db:user:password), or "
+                "--database postgresql://user:password@host:port/db")
+    return "check --database / SNAPSHOTS_DATABASE, that the server runs, and the login"
 
 
 def connection_reason(exc: BaseException) -> str:

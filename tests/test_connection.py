@@ -296,6 +296,36 @@ def test_wrong_password_exits_3_and_never_shows_it(tmp_path: Path, cli_env: dict
     assert run_cli("--database", right, "list", env=cli_env).returncode == 0
 
 
+@pytest.mark.smoke
+def test_seed_form_without_a_password_says_how_to_give_a_login(
+        tmp_path: Path, cli_env: dict[str, str], db_url: str,
+        password_role: tuple[str, str]) -> None:
+    """`snapshots --database host:port FILE` carries no password: the hint names the ways
+    to give a login (the seed's form, against a server that asks for one)."""
+    role, password = password_role
+    params = conninfo_to_dict(db_url)
+    host = params.get("host") or "localhost"
+    if host.startswith("/"):
+        pytest.skip("the test server is reached through a socket, not host:port")
+    sample = tmp_path / "snapshot_20230101.csv"
+    sample.write_bytes(SAMPLE)
+    env = {**cli_env, "PGUSER": role, "PGDATABASE": params["dbname"],
+           "PGPASSFILE": str(tmp_path / "no-such-pgpass")}
+    result = run_cli("--database", f"{host}:{params.get('port') or 5432}", sample, env=env)
+    assert result.returncode == 3, result.stderr
+    assert "no password supplied" in one_error_line(result)
+    hints = [line for line in result.stderr.splitlines() if line.startswith("hint:")]
+    assert len(hints) == 1, result.stderr
+    for way in ("PGUSER", "PGPASSWORD", "~/.pgpass",
+                "postgresql://user:password@host:port/db"):
+        assert way in hints[0], result.stderr
+    # What the hint says works: the same form with PGPASSWORD logs in (the role may not
+    # create tables, so it lists rather than imports).
+    result = run_cli("--database", f"{host}:{params.get('port') or 5432}", "list",
+                     env={**env, "PGPASSWORD": password})
+    assert result.returncode == 0, result.stderr
+
+
 # --------------------------------------------------------------------------- CLI: precedence
 
 

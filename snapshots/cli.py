@@ -223,13 +223,14 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str) -> int
     return int(number) * scale
 
 
-def _csv_options(delimiter: str, quote: str, null: str, encoding: str, no_header: bool,
+def _csv_options(delimiter: str | None, quote: str, null: str, encoding: str, no_header: bool,
                  columns: str | None) -> Any:
     from snapshots.csvfile import CsvOptions
 
     cols = tuple(c.strip() for c in columns.split(",")) if columns else None
-    return CsvOptions(delimiter=_unescape(delimiter), quote=quote, null=null, encoding=encoding,
-                      header=not no_header, columns=cols)
+    return CsvOptions(delimiter=_unescape(delimiter or ","), quote=quote, null=null,
+                      encoding=encoding, header=not no_header, columns=cols,
+                      detect_delimiter=not delimiter)
 
 
 def _unescape(value: str) -> str:
@@ -274,8 +275,9 @@ def _loading_options(func: Callable[..., Any], *, dry_run: bool) -> Callable[...
         click.option("--schema-evolution", type=click.Choice(["strict", "add"]),
                      default="strict", envvar="SNAPSHOTS_SCHEMA_EVOLUTION", show_default=True,
                      help="add: add new columns, load missing ones as NULL, widen types."),
-        click.option("--delimiter", default=",", envvar="SNAPSHOTS_DELIMITER", show_default=True,
-                     help="Field delimiter (one character; \\t for tab)."),
+        click.option("--delimiter", envvar="SNAPSHOTS_DELIMITER",
+                     help="Field delimiter (one character; \\t for tab) [default: detected "
+                          "per file among , ; tab |; tab for .tsv]."),
         click.option("--quote", default='"', envvar="SNAPSHOTS_QUOTE", show_default=True,
                      help="Quote character."),
         click.option("--null", default="", envvar="SNAPSHOTS_NULL",

@@ -15,8 +15,9 @@ import hashlib
 import io
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -320,6 +321,8 @@ class CsvOptions:
     encoding: str = "UTF8"
     header: bool = True
     columns: tuple[str, ...] | None = None  # with header=False
+    # No --delimiter was given: each file's own is detected (detect_dialect) before it loads.
+    detect_delimiter: bool = False
 
     def __post_init__(self) -> None:
         for label, value in (("--delimiter", self.delimiter), ("--quote", self.quote)):
@@ -357,68 +360,202 @@ class CsvOptions:
                           doublequote=True, strict=True)
 
 
-def stray_quote_pattern(options: CsvOptions) -> re.Pattern[bytes] | None:
-    """Finds a quote with an ordinary character on both sides (`12" pizza`, `Plain "x"`).
+# A quote that RFC 4180 does not allow, and COPY reads anyway: COPY's CSV parser toggles
+# "inside quotes" at every quote character wherever it stands, so `a""b` loads as `ab`,
+# `a "b" c` as `a b c`, `"x"y` as `xy`, and an odd one joins the records after it.
+MISPLACED_OPEN = "a quote inside an unquoted field"
+MISPLACED_CLOSE = "text after the closing quote of a quoted field"
+_UTF8_BOM = b"\xef\xbb\xbf"
+_OUTSIDE, _INSIDE, _CLOSED = 0, 1, 2  # _CLOSED: the last byte fed closed a quoted field
 
-    Such a quote is malformed wherever it stands: inside a quoted field a quote must be
-    doubled or end the field, and an unquoted field may not hold one. PostgreSQL's COPY does
-    not refuse it: it starts a quoted section in the middle of the field, silently dropping
-    the quotes or joining records. The pattern starts with the quote itself, so the regex
-    engine skips to each quote at C speed. None when a byte-level check is not safe.
-    """
+
+@dataclass(frozen=True)
+class MisplacedQuote:
+    """Where the first misplaced quote is: its offset in the stream, and which rule it breaks."""
+
+    offset: int
+    reason: str
+
+
+def _quote_grammar(options: CsvOptions) -> tuple[bytes, bytes, re.Pattern[bytes]] | None:
+    """(quote, boundary bytes, the pattern of well-placed quotes), or None when a byte-level
+    check is not safe (see CsvOptions.quotes_bytewise)."""
     if not options.quotes_bytewise:
         return None
     quote, delimiter = options.quote.encode(), options.delimiter.encode()
-    q, ordinary = re.escape(quote), b"[^" + re.escape(delimiter) + re.escape(quote) + b"\r\n]"
-    return re.compile(q + b"(?<=" + ordinary + q + b")(?=" + ordinary + b")")
+    q, edge = re.escape(quote), re.escape(delimiter) + b"\r\n"
+    # From outside a quoted field: unquoted stretches, each quoted field opening right after a
+    # delimiter, a line break or a quote (the second half of a doubled quote) and closing
+    # right before one. Possessive runs: the engine skips to each quote at C speed, and a
+    # file without a misplaced quote is one match per chunk.
+    grammar = re.compile(b"(?:[^" + q + b"]*+(?<![^" + edge + q + b"])" + q + b"[^" + q +
+                         b"]*+" + q + b"(?![^" + edge + q + b"]))*+[^" + q + b"]*+")
+    return quote, delimiter + b"\r\n" + quote, grammar
 
 
 class StrayQuotes:
-    """The first stray quote (see stray_quote_pattern) of a stream fed chunk by chunk."""
+    """The first misplaced quote (RFC 4180) of a stream fed chunk by chunk, records from its
+    start.
 
-    def __init__(self, options: CsvOptions) -> None:
-        self._pattern = stray_quote_pattern(options)
-        self._quote = options.quote.encode()
-        self._edge = b""  # the last two bytes fed: a quote at a chunk's end needs the next byte
+    A quoted field must open at a field's start (after a delimiter, a line break, or the
+    stream's start) and close at its end; any other quote is misplaced. Which quotes open and
+    which close is the running quote parity, exactly as COPY counts it, so the check needs
+    only a little state between chunks, and most chunks are one regex match at C speed.
+    """
 
-    def find(self, chunk: bytes, lines_before: int) -> int | None:
-        """The line (1-based) of a stray quote in `chunk`, given the line breaks before it."""
-        if self._pattern is None:
+    def __init__(self, options: CsvOptions, *, bom: bool = True) -> None:
+        grammar = _quote_grammar(options)
+        self.active = grammar is not None
+        self._quote, self._allowed, self._grammar = grammar or (b"", b"", None)
+        # Bytes of a UTF-8 BOM still to come (it may arrive over several chunks).
+        self._bom = len(_UTF8_BOM) if bom and options.python_encoding.startswith("utf-8") else 0
+        self._edge = b"\n"  # the byte before the next chunk: a stream starts a record
+        self._state = _OUTSIDE
+        self._offset = 0  # the stream offset of the next chunk
+
+    def find(self, chunk: bytes) -> MisplacedQuote | None:
+        """The first misplaced quote in `chunk` (or just before it), or None."""
+        if self._grammar is None or not chunk:
             return None
-        edge = self._edge
-        if self._quote not in chunk and not edge.endswith(self._quote):
-            self._edge = (edge + chunk[-2:])[-2:]  # most chunks: no copy, no search
+        start = self._offset
+        self._offset += len(chunk)
+        if self._bom:  # the file's, not the first field's: a record starts after it
+            expected = _UTF8_BOM[len(_UTF8_BOM) - self._bom:]
+            if chunk.startswith(expected[:len(chunk)]):
+                taken = min(len(chunk), len(expected))
+                chunk, start, self._bom = chunk[taken:], start + taken, self._bom - taken
+                if not chunk:
+                    return None
+            else:  # no BOM: what looked like its start is data (no quote in it)
+                seen, self._bom = _UTF8_BOM[:len(_UTF8_BOM) - self._bom], 0
+                self._edge = seen[-1:] or self._edge
+        quote, state = self._quote, self._state
+        edge, self._edge = self._edge, chunk[-1:]
+        if state == _CLOSED and chunk[:1] not in self._allowed:
+            return MisplacedQuote(start - 1, MISPLACED_CLOSE)
+        if quote not in chunk:  # most chunks: no copy, no match
+            if state != _INSIDE:
+                self._state = _OUTSIDE
             return None
-        window = edge + chunk
-        found = self._pattern.search(window)
-        self._edge = window[-2:]
-        if found is None:
+        pos = 0
+        if state == _INSIDE:  # a quoted field from an earlier chunk: it closes here
+            pos = chunk.index(quote) + 1
+            if pos == len(chunk):
+                self._state = _CLOSED
+                return None
+            if chunk[pos:pos + 1] not in self._allowed:
+                return MisplacedQuote(start + pos - 1, MISPLACED_CLOSE)
+        window = edge + chunk  # the byte before: what the first quote follows
+        end = self._grammar.match(window, pos + 1).end()  # type: ignore[union-attr]
+        if end == len(window):
+            self._state = _CLOSED if window.endswith(quote) else _OUTSIDE
             return None
-        at = found.start()
-        return lines_before + 1 - edge.count(b"\n", min(at, len(edge))) + \
-            window.count(b"\n", len(edge), max(at, len(edge)))
+        # window[end] is a quote that opens a field; the match stopped at it because...
+        if window[end - 1:end] not in self._allowed:  # ...it stands inside a field
+            return MisplacedQuote(start + end - 1, MISPLACED_OPEN)
+        close = window.find(quote, end + 1)
+        if close < 0:  # ...its field goes on in the next chunk
+            self._state = _INSIDE
+            return None
+        return MisplacedQuote(start + close - 1, MISPLACED_CLOSE)  # ...text follows its end
+
+
+def misplaced_quote(record: bytes, options: CsvOptions) -> MisplacedQuote | None:
+    """The first misplaced quote of one whole record (the line break, if any, included)."""
+    check = StrayQuotes(options, bom=False)
+    return check.find(record) or check.find(options.delimiter.encode())
 
 
 def first_stray_quote(path: Path, options: CsvOptions, end: int,
-                      check: Callable[[], None] | None = None) -> int | None:
-    """The line of the first stray quote (see stray_quote_pattern) in the file's first `end`
-    bytes, counted as a one-stream load counts it, or None."""
+                      check: Callable[[], None] | None = None) -> MisplacedQuote | None:
+    """The first misplaced quote in the file's first `end` bytes (read as one stream reads
+    them, from the file's start), or None."""
     stray = StrayQuotes(options)
-    lines = 0
     with open_span(path, 0, end) as stream:
         for chunk in iter_chunks(stream):
             if check is not None:
                 check()
-            line = stray.find(chunk, lines)
-            if line is not None:
-                return line
-            lines += chunk.count(b"\n")
+            found = stray.find(chunk)
+            if found is not None:
+                return found
     return None
+
+
+def misplaced_quote_error(path: Path, options: CsvOptions, found: MisplacedQuote,
+                          names: Sequence[str] = ()) -> InputError:
+    """The one-line error for a misplaced quote: its physical line, the column it is in (by
+    the header's name where there is one), its byte in that line, and the field as written.
+    Reads the file up to the quote once more (the error path only)."""
+    quote, delimiter = options.quote.encode(), options.delimiter.encode()
+    bom = len(_UTF8_BOM) if options.python_encoding.startswith("utf-8") and \
+        _read_range(path, 0, len(_UTF8_BOM)) == _UTF8_BOM else 0
+    lines, parity, done = 1, 0, 0
+    record_start = line_start = bom
+    stream, _ = open_content(path)
+    with stream:
+        for chunk in iter_chunks(stream):
+            part = chunk[:max(0, found.offset - done)]
+            lines += part.count(b"\n") + part.count(b"\r") - part.count(b"\r\n")
+            if part.endswith(b"\r") and chunk[len(part):len(part) + 1] == b"\n":
+                lines -= 1  # a "\r\n" cut by the quote's own position: one line break
+            last_break = max(part.rfind(b"\n"), part.rfind(b"\r"))
+            if last_break >= 0:
+                line_start = done + last_break + 1
+            at = len(part)  # the record starts after the last line break outside quotes
+            while (at := part.rfind(b"\n", 0, at)) >= 0:
+                if not (parity + part.count(quote, 0, at)) & 1:
+                    record_start = max(record_start, done + at + 1)
+                    break
+            parity = (parity + part.count(quote)) & 1
+            done += len(chunk)
+            if done > found.offset:
+                break
+    record = _read_range(path, record_start, found.offset + 256)
+    at = found.offset - record_start
+    # The field the quote is in: the delimiters outside quotes before it, from the record's
+    # start, count the fields before it.
+    index, inside, field_start = 0, False, 0
+    for match in re.finditer(b"[" + re.escape(quote + delimiter) + b"]", record[:at]):
+        if match.group() == quote:
+            inside = not inside
+        elif not inside:
+            index, field_start = index + 1, match.end()
+    rest = re.split(b"[" + re.escape(delimiter) + b"\r\n]", record[at + 1:], maxsplit=1)[0]
+    column = names[index] if index < len(names) else str(index + 1)
+    return InputError(
+        f"malformed quoting: {found.reason} at byte {found.offset - line_start + 1} of the "
+        "line (COPY would load it changed)", file=path, line=lines, column=column,
+        value=(record[field_start:at + 1] + rest).decode(options.python_encoding, "replace"),
+        hint='quote the whole field and double each quote inside it: "12"" pizza"')
+
+
+def _read_range(path: Path, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the file's content (decompressed for .gz); the error path."""
+    stream, _ = open_content(path)
+    with stream:
+        while start > 0 and (skipped := len(stream.read(min(start, CHUNK_SIZE)))):
+            start, end = start - skipped, end - skipped
+        return stream.read(max(0, end - start))
 
 
 # Python codecs whose multi-byte characters may end in a byte of the ASCII range.
 _TWO_BYTE_ASCII = {"shift_jis", "cp932", "shift_jis_2004", "shift_jisx0213", "big5",
                    "big5hkscs", "cp950", "gbk", "cp936", "gb18030", "cp949", "johab"}
+
+
+# Encodings PostgreSQL cannot read as a client encoding: their line breaks and quotes are not
+# single bytes, so COPY (and every byte scan here) would misread them.
+_WIDE_CODECS = {"utf-16": "UTF-16", "utf-16-le": "UTF-16LE", "utf-16-be": "UTF-16BE",
+                "utf-32": "UTF-32", "utf-32-le": "UTF-32LE", "utf-32-be": "UTF-32BE"}
+# Longest first: a UTF-32LE mark starts with the UTF-16LE one.
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32LE"), (codecs.BOM_UTF32_BE, "UTF-32BE"),
+              (codecs.BOM_UTF16_LE, "UTF-16LE"), (codecs.BOM_UTF16_BE, "UTF-16BE"))
+
+
+def _convert_hint(source: str, path: Path | None = None) -> str:
+    name = path.name if path is not None else "FILE.csv"
+    converted = name.split(".")[0] + "_utf8.csv"
+    return f"convert it to UTF-8 first: iconv -f {source} -t UTF-8 {name} > {converted}"
 
 
 def python_codec(pg_encoding: str) -> str:
@@ -427,10 +564,31 @@ def python_codec(pg_encoding: str) -> str:
         if name.replace("_", "").replace("-", "") == key:
             return codec
     try:
-        return codecs.lookup(pg_encoding).name
+        codec = codecs.lookup(pg_encoding).name
     except LookupError:
         raise UsageError(f"--encoding {pg_encoding!r} is not an encoding PostgreSQL and "
                          "snapshots both know", hint="try UTF8, LATIN1 or WIN1252") from None
+    if codec in _WIDE_CODECS:
+        raise UsageError(f"--encoding {pg_encoding}: PostgreSQL has no {_WIDE_CODECS[codec]} "
+                         "client encoding, so it cannot load such a file",
+                         hint=_convert_hint(_WIDE_CODECS[codec]))
+    return codec
+
+
+def check_byte_order_mark(path: Path) -> None:
+    """Refuse a UTF-16 or UTF-32 file by its byte order mark, before any of it is decoded as
+    the bytes of a one-byte encoding (it would fail on its second byte, with no clue why)."""
+    stream, _ = open_content(path)
+    with stream:
+        try:
+            start = stream.read(4)
+        except (OSError, EOFError, zlib.error):
+            return  # the reads that follow report it
+    for mark, name in _WIDE_BOMS:
+        if start.startswith(mark):
+            raise InputError(f"the file is {name} (it starts with a {name} byte order mark), "
+                             "and PostgreSQL reads no UTF-16 or UTF-32", file=path, line=1,
+                             hint=_convert_hint(name[:6], path))  # iconv reads the mark
 
 
 # str.splitlines() also breaks at these, but for CSV (and COPY) they are data.
@@ -539,6 +697,7 @@ def check_names(raw: Sequence[str], *, file: str, line: int | None = 1) -> Heade
 def read_header(path: Path, options: CsvOptions) -> Header:
     """The file's header (or --columns), checked. Reads only the first record."""
     file = str(path)
+    check_byte_order_mark(path)
     if not options.header:
         assert options.columns is not None
         return check_names(options.columns, file=file, line=None)
@@ -575,6 +734,86 @@ def read_header(path: Path, options: CsvOptions) -> Header:
 def _chain_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield first
     yield from rest
+
+
+# --------------------------------------------------------------------------- dialect detection
+
+DELIMITERS = ",;\t|"  # what detection chooses among (DuckDB's sniffer tries the same four)
+SNIFF_RECORDS = 20  # the header and the first records: what a sniffer needs, and no more
+SNIFF_BYTES = 64 << 10
+
+
+def _is_tsv(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".tsv") or name.endswith(".tsv.gz")
+
+
+def _sample(path: Path, options: CsvOptions) -> str:
+    """The file's first lines as text (BOM dropped), cut at a line end."""
+    stream, _ = open_content(path)
+    with stream:
+        data = stream.read(SNIFF_BYTES)
+    text = data.decode(options.python_encoding, "replace").removeprefix("\ufeff")
+    lines = text.splitlines(keepends=True)
+    if len(data) == SNIFF_BYTES and len(lines) > 1:
+        lines.pop()  # cut short by the read
+    return "".join(lines[:SNIFF_RECORDS])
+
+
+def _fields(line: str, delimiter: str, quote: str) -> int:
+    """How many fields the line holds with this delimiter."""
+    return len(next(csv.reader([line], delimiter=delimiter, quotechar=quote), []))
+
+
+def detect_dialect(path: Path, options: CsvOptions) -> tuple[CsvOptions, str]:
+    """The options with this file's delimiter, and what to say about it ("" when the
+    delimiter was given).
+
+    A `.tsv` file is tab-delimited. Otherwise the standard library's csv.Sniffer reads the
+    header and the first records (the delimiter whose count is the same on every line), and
+    the header is the judge: a header that reads as one column under the chosen delimiter but
+    splits under another is refused, never loaded as one text column. A header that splits
+    under none is one column, read with `,`.
+    """
+    if not options.detect_delimiter:
+        return options, ""
+    if _is_tsv(path):
+        return replace(options, delimiter="\t", detect_delimiter=False), \
+            "delimiter tab (a .tsv file)"
+    try:
+        sample = _sample(path, options)
+    except (OSError, EOFError, zlib.error):
+        sample = ""  # the reads that follow report it
+    header = next(iter(sample.splitlines()), "")
+    splits = [d for d in DELIMITERS if d != options.quote
+              and _fields(header, d, options.quote) > 1]
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:  # no delimiter is the same on every line (or there is only one column)
+        sniffed = None
+    if not options.header:  # no header to judge by: the records say it, or it is `,`
+        chosen = sniffed if sniffed in DELIMITERS and sniffed != options.quote else ","
+    elif sniffed in splits or (sniffed is None and len(splits) == 1):
+        chosen = sniffed or splits[0]
+    elif splits:
+        shown = " or ".join(_shown(d) for d in splits)
+        raise InputError(
+            f"cannot tell the delimiter: the header reads as one column with "
+            f"{_shown(sniffed or ',')}, but splits with {shown}; nothing written",
+            file=path, line=1, hint=f"say which with --delimiter, e.g. --delimiter "
+                                    f"'{_option(splits[0])}'")
+    else:
+        chosen = ","  # one column: no delimiter in the header
+    return replace(options, delimiter=chosen, detect_delimiter=False), \
+        f"delimiter {_shown(chosen)} (detected)"
+
+
+def _shown(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
+def _option(delimiter: str) -> str:
+    return "\\t" if delimiter == "\t" else delimiter
 
 
 # --------------------------------------------------------------------------- types

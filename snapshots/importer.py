@@ -15,7 +15,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import Queue
 
@@ -32,13 +32,16 @@ from snapshots.csvfile import (
     Hashed,
     HashingReader,
     Header,
+    MisplacedQuote,
     StrayQuotes,
     StreamInference,
+    detect_dialect,
     file_signature,
     first_malformed_record,
     first_stray_quote,
     hash_file,
     iter_chunks,
+    misplaced_quote_error,
     open_content,
     open_span,
     read_header,
@@ -178,6 +181,7 @@ class Importer:
         (sync remembers hashes); the bytes are hashed again on their way into COPY anyway."""
         started = time.monotonic()
         result = FileResult(path=path, result="failed", file_name=path.name)
+        given = self.options  # a detected delimiter is this file's own
         try:
             self._import(path, result, known)
         except SnapshotsError as exc:
@@ -195,6 +199,7 @@ class Importer:
         except psycopg.Error as exc:
             result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
         finally:
+            self.options = given
             result.seconds = time.monotonic() - started
         return result
 
@@ -257,6 +262,8 @@ class Importer:
             if has_ledger else None
         result.same_content_as = same
         try:
+            dialect, detected = detect_dialect(path, opts.csv)
+            self.options = opts = replace(opts, csv=dialect)
             header = read_header(path, opts.csv)
         except InputError as exc:
             if not opts.dry_run:  # a bad header is a failed attempt too: `list` shows it
@@ -271,6 +278,8 @@ class Importer:
             if rejected:  # --on-error skip: say what a real run would reject
                 result.detail = (f"{rejected} rejected row{'s' if rejected != 1 else ''} "
                                  f"would be skipped; {result.detail}")
+            if detected:
+                result.detail += f"; {detected}"
             return
 
         import_id = self._claim(path, sha, size, result)
@@ -292,6 +301,8 @@ class Importer:
             parts.append(f"same content as #{same}")
         if existing is not None:
             parts.append(f"replaced #{existing.id}")
+        if detected:
+            parts.append(detected)
         if rejected:
             parts.append(f"{rejected} rejected row{'s' if rejected != 1 else ''}")
             result.warnings.append(
@@ -538,10 +549,11 @@ class Importer:
                 # record at all, while the part holding the quote was stopped before its
                 # check reached it. The file's first problem is that quote: name it, as a
                 # one-stream load would (error path only; a scan at C speed).
-                line = first_stray_quote(path, self.options.csv, ranges[k][0],
-                                         check=lambda: self._check_stop(path, None))
-                if line is not None:
-                    raise malformed_quoting(path, line) from None
+                found = first_stray_quote(path, self.options.csv, ranges[k][0],
+                                          check=lambda: self._check_stop(path, None))
+                if found is not None:
+                    raise misplaced_quote_error(path, self.options.csv, found,
+                                                columns) from None
             if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError):
                 raise input_error_from_copy(exc, path, self.options.csv, ranges[k]) from None
             raise exc
@@ -715,7 +727,8 @@ class Importer:
         eof_marker = conn.info.server_version < 180000
         tail = b"\n"
         newlines, last = 0, b"\n"  # to compare COPY's row count with the file's line count
-        stray = StrayQuotes(self.options.csv)  # what COPY would silently misread
+        # What COPY would silently misread (a part starts at a record, never at a BOM).
+        stray = StrayQuotes(self.options.csv, bom=span is None or span[0] == 0)
         with stream, conn.cursor() as cur:
             with cur.copy(self._copy_statement(relation, columns, header=header),
                           writer=_BoundedWriter(cur)) as copy:
@@ -723,14 +736,14 @@ class Importer:
                     nonlocal tail, newlines, last
                     for chunk in iter_chunks(stream):
                         self._check_stop(path, stop)
-                        line = stray.find(chunk, newlines)
-                        if line is not None:
+                        found = stray.find(chunk)
+                        if found is not None:
                             if span is not None and span[0] > 0:
-                                # Counted from the file's start, as one stream counts it
-                                # (and an earlier part's stray quote, if any, comes first).
-                                line = first_stray_quote(path, self.options.csv,
-                                                         span[1]) or line
-                            raise malformed_quoting(path, line)
+                                # Read from the file's start, as one stream reads it (an
+                                # earlier part's misplaced quote, if any, comes first).
+                                found = first_stray_quote(path, self.options.csv, span[1]) \
+                                    or MisplacedQuote(span[0] + found.offset, found.reason)
+                            raise misplaced_quote_error(path, self.options.csv, found, columns)
                         if eof_marker:
                             window = tail + chunk
                             if b"\n\\.\n" in window or b"\n\\.\r\n" in window:
@@ -761,7 +774,9 @@ class Importer:
             while hasher is not None and hasher.read(1 << 16):
                 pass  # a gzip member's trailer may be left unread
         lines = newlines + (0 if last == b"\n" else 1) - (1 if header else 0)
-        if rows != lines:  # line breaks inside fields, or a stray quote that joined records
+        # Line breaks inside fields, or a stray quote that joined records: the stream check
+        # above already tells them apart, unless the encoding kept it from reading bytes.
+        if rows != lines and not stray.active:
             bad = first_malformed_record(path, self.options.csv, span,
                                          check=lambda: self._check_stop(path, stop))
             if bad is not None:

@@ -23,8 +23,8 @@ from snapshots.csvfile import (
     CsvOptions,
     Header,
     TypeInference,
+    misplaced_quote,
     open_content,
-    stray_quote_pattern,
 )
 from snapshots.errors import InputError
 
@@ -53,7 +53,7 @@ def raw_records(path: Path, options: CsvOptions, width: int
     The header record is not yielded.
     """
     encoding = options.python_encoding
-    stray = stray_quote_pattern(options)  # what COPY would silently misread
+    bytewise = options.quotes_bytewise  # else a misplaced quote can't be told from bytes
     pending: list[bytes] = []
     state = {"line": 0, "bad_encoding": False}
     stream, _ = open_content(path)
@@ -96,8 +96,9 @@ def raw_records(path: Path, options: CsvOptions, width: int
                 yield this_start, raw, None, f"invalid byte sequence for encoding {encoding}"
             elif b"\x00" in raw:
                 yield this_start, raw, None, "NUL byte in the record"
-            elif stray is not None and stray.search(raw):
-                yield this_start, raw, None, "malformed quoting: a quote inside an unquoted field"
+            elif bytewise and (misplaced := misplaced_quote(raw, options)) is not None:
+                # What COPY would silently misread: the same rule as in abort mode.
+                yield this_start, raw, None, f"malformed quoting: {misplaced.reason}"
             elif not fields and raw.strip() == b"":
                 continue  # a blank line is no record
             elif len(fields) != width:

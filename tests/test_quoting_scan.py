@@ -1,7 +1,8 @@
-"""The post-COPY quoting scan (csvfile.first_malformed_record): it runs when COPY's row count
-and the file's line count differ, which files with line breaks inside quoted fields always do.
-It must find the first badly quoted record on the right line, whatever the chunking, and pass
-every well-formed file."""
+"""The quoting checks. The stream check (csvfile.StrayQuotes) finds every quote RFC 4180 does
+not allow while the bytes go to COPY; the post-COPY scan (csvfile.first_malformed_record) is
+what is left where the encoding keeps the stream check from reading bytes: it runs when COPY's
+row count and the file's line count differ. Both must find the first badly quoted record on
+the right line, whatever the chunking, and pass every well-formed file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapshots.csvfile import CsvOptions, StrayQuotes, _first_malformed, first_malformed_record
+from snapshots.csvfile import (
+    MISPLACED_OPEN,
+    CsvOptions,
+    MisplacedQuote,
+    StrayQuotes,
+    _first_malformed,
+    first_malformed_record,
+    misplaced_quote,
+)
 
 FIELD = st.lists(st.sampled_from(["a", "b", ",", '"', "\n", "\r", "\r\n", "é", " "]),
                  max_size=6).map("".join)
@@ -90,46 +99,91 @@ def test_a_span_names_the_line_of_the_whole_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- stray quotes
 
 
-def find_stray(data: bytes, step: int) -> int | None:
-    finder, lines = StrayQuotes(CsvOptions()), 0
+def find_stray(data: bytes, step: int, options: CsvOptions | None = None
+               ) -> MisplacedQuote | None:
+    finder = StrayQuotes(options or CsvOptions())
     for start in range(0, len(data), step):
-        chunk = data[start:start + step]
-        found = finder.find(chunk, lines)
+        found = finder.find(data[start:start + step])
         if found is not None:
             return found
-        lines += chunk.count(b"\n")
     return None
+
+
+def stray_line(data: bytes, step: int) -> int | None:
+    found = find_stray(data, step)
+    return None if found is None else data.count(b"\n", 0, found.offset) + 1
 
 
 @settings(max_examples=300, deadline=None)
 @given(rows=st.lists(st.lists(FIELD, min_size=2, max_size=2), max_size=12),
        always=st.booleans(), step=st.integers(1, 9),
        stray=st.one_of(st.none(), st.integers(0, 11)),
-       form=st.sampled_from(['12" pizza', 'Plain "x"', 'a"b"c', '"x"y']))
-def test_a_quote_between_ordinary_characters_is_found_on_its_line(
+       form=st.sampled_from(['12" pizza', 'Plain "x"', 'a"b"c', '"x"y', 'a""b', '"x"""y',
+                             '""b', '12"', 'a""']))
+def test_a_misplaced_quote_is_found_on_its_line(
         rows: list[list[str]], always: bool, step: int, stray: int | None, form: str) -> None:
-    """Well-formed CSV (quotes doubled inside quoted fields) never has one; each stray form
-    is found on the line it is on, whatever the chunking."""
+    """Well-formed CSV (quotes doubled inside quoted fields) never has one; each misplaced
+    form is found on the line it is on, whatever the chunking."""
     records = [",".join(quoted(v, always) for v in row) + "\n" for row in rows]
     expected = None
     if stray is not None and stray < len(records):
         records[stray] = f"1,{form},2\n"
         expected = 2 + sum(r.count("\n") for r in records[:stray])
     data = ("h1,h2\n" + "".join(records)).encode()
-    assert find_stray(data, step) == expected
+    assert stray_line(data, step) == expected
+
+
+def rfc4180_first_misplaced(data: bytes, quote: bytes = b'"', delimiter: bytes = b","
+                            ) -> int | None:
+    """The reference: byte by byte, a quote opens a field only where one starts and closes
+    it only where it ends (COPY's parity decides which quotes open and which close)."""
+    allowed = delimiter + b"\r\n" + quote
+    inside, previous = False, b"\n"
+    for at in range(len(data)):
+        byte = data[at:at + 1]
+        if byte == quote:
+            if not inside and previous not in allowed:
+                return at
+            after = data[at + 1:at + 2]
+            if inside and after and after not in allowed:
+                return at
+            inside = not inside
+        previous = byte
+    return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.lists(st.sampled_from([b"a", b",", b'"', b'""', b"\n", b"\r\n", b"\r", b" "]),
+                     max_size=40).map(b"".join),
+       step=st.integers(1, 9), bom=st.booleans())
+def test_the_stream_check_is_rfc_4180(data: bytes, step: int, bom: bool) -> None:
+    """Any bytes, any chunking: the first misplaced quote is the reference's."""
+    expected = rfc4180_first_misplaced(data)
+    prefix = b"\xef\xbb\xbf" if bom else b""
+    found = find_stray(prefix + data, step)
+    assert (None if found is None else found.offset - len(prefix)) == expected
+    record = misplaced_quote(data, CsvOptions())
+    assert (None if record is None else record.offset) == expected
 
 
 def test_quotes_at_field_edges_are_not_stray() -> None:
-    data = b'a,b\n"x",""\n"say ""hi""",""""\n,"a\nb"\n'
+    data = b'a,b\n"x",""\n"say ""hi""",""""\n,"a\nb"\n"x"""\n'
+    assert find_stray(data, 1) is None
+    assert find_stray(data, 1 << 20) is None
+
+
+def test_a_byte_order_mark_before_a_quoted_header() -> None:
+    """As Excel writes "CSV UTF-8": a BOM, then a quoted first name."""
+    data = b'\xef\xbb\xbf"id","name"\r\n1,"a"\r\n'
     assert find_stray(data, 1) is None
     assert find_stray(data, 1 << 20) is None
 
 
 def test_a_custom_quote_and_delimiter() -> None:
     options = CsvOptions(delimiter=";", quote="'")
-    finder = StrayQuotes(options)
-    assert finder.find(b"a;b\n'x;y';z\n", 0) is None
-    assert finder.find(b"it's;1\n", 2) == 3
+    assert find_stray(b"a;b\n'x;y';z\n", 1 << 20, options) is None
+    found = find_stray(b"a;b\nit's;1\n", 1 << 20, options)
+    assert found is not None and found.offset == 6 and found.reason == MISPLACED_OPEN
 
 
 def test_no_byte_scans_where_a_second_byte_may_be_the_quote(tmp_path: Path) -> None:
@@ -139,7 +193,7 @@ def test_no_byte_scans_where_a_second_byte_may_be_the_quote(tmp_path: Path) -> N
 
     sjis = CsvOptions(encoding="SJIS", quote="|")
     assert not sjis.quotes_bytewise
-    assert StrayQuotes(sjis).find("ア|x,1\n".encode("shift_jis"), 0) is None
+    assert StrayQuotes(sjis).find("ア|x,1\n".encode("shift_jis")) is None
     big = tmp_path / "big.csv"
     assert worth_parts(ImportOptions(csv=sjis, part_size=1), big, 1000, 4) == 1
     assert worth_parts(ImportOptions(part_size=1), big, 1000, 4) == 4

@@ -467,9 +467,11 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
     """Load every snapshot in DIR, then each new one seconds after it lands."""
     import signal
 
+    from snapshots.config import describe, resolve_database
     from snapshots.csvfile import parse_type_overrides
     from snapshots.metrics import DEFAULT_METRICS_PORT, HealthServer, Metrics, push
     from snapshots.options import ImportOptions, default_jobs
+    from snapshots.output import log_timestamps
     from snapshots.sync import DEFAULT_PATTERNS, SyncOptions, SyncService, write_summary
 
     settings = _settings(ctx, database, table, schema_)
@@ -477,6 +479,7 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
         raise UsageError("--max-rejects goes with --on-error skip")
     if settings.verbosity == 0:
         logging.getLogger("snapshots").setLevel(logging.INFO)  # a service logs each file
+    log_timestamps()
     import_opts = ImportOptions(
         mode=options["mode"], replace=options["replace"], force=options["force"],
         delete_missing=options["delete_missing"], on_error=options["on_error"],
@@ -510,8 +513,10 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
         signal.signal(signum, lambda s, _f: service.request_stop(s))
     watching = "once: the files there now" if once else (
         "polling" if poll else f"events + rescan every {rescan:g}s")
-    log.info("syncing %s into %s (settle %.1fs, %s)", data_dir, settings.table_name, settle,
-             watching)
+    # describe() never shows a password.
+    database = describe(None if resolve_database(settings.database).embedded else conninfo)
+    log.info("syncing %s into %s of %s (settle %.1fs, %s)", data_dir.resolve(),
+             settings.table_name, database, settle, watching)
     try:
         summary = service.run()
     finally:

@@ -329,16 +329,27 @@ class Importer:
         retry = isinstance(exc, (InterruptedImport, KeyboardInterrupt, UsageError,
                                  DatabaseUnavailable,
                                  psycopg.OperationalError))  # QueryCanceled is one too
+        # Cancelled (a shutdown past its grace, Ctrl-C): no outcome of the file, and nothing
+        # of it was written, so its claim goes too rather than stay behind as a failure.
+        cancelled = isinstance(exc, (InterruptedImport, KeyboardInterrupt)) or (
+            isinstance(exc, psycopg.errors.QueryCanceled) and self.cancel.is_set())
+
+        def record(conn: psycopg.Connection) -> None:
+            if cancelled:
+                store.discard_claim(conn, self.schema, import_id)
+            else:
+                store.mark_failed(conn, self.schema, import_id, message, retry=retry)
+
         try:
             try:
                 if self.conn.broken or self.conn.closed:
                     raise psycopg.OperationalError("connection lost")
-                store.mark_failed(self.conn, self.schema, import_id, message, retry=retry)
+                record(self.conn)
             except psycopg.OperationalError:
                 # The connection died with the load (it may not know yet): a new one records it.
                 self.conn.close()
                 self.conn = connect(self.conninfo)
-                store.mark_failed(self.conn, self.schema, import_id, message, retry=retry)
+                record(self.conn)
         except (psycopg.Error, SnapshotsError):
             # The claim stays `importing`; its owner (us) is gone once this connection closes,
             # so the next run's reaper marks it interrupted.

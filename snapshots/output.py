@@ -247,6 +247,29 @@ class JsonFormatter(logging.Formatter):
                          created=record.created, **fields)
 
 
+class TextFormatter(logging.Formatter):
+    """`LEVEL: message`; with timestamps, local time with its offset in front (a service's
+    log is read long after the fact, often without a collector adding the time)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s: %(message)s")
+        self.timestamps = False
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if not self.timestamps:
+            return text
+        moment = dt.datetime.fromtimestamp(record.created).astimezone()
+        return f"{moment.isoformat(sep=' ', timespec='milliseconds')} {text}"
+
+
+def log_timestamps() -> None:
+    """From now on, text log lines start with the time (JSON lines always carry it)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, TextFormatter):
+            handler.formatter.timestamps = True
+
+
 def configure_logging(verbosity: int, fmt: str) -> None:
     level = logging.WARNING
     if verbosity >= 2:
@@ -259,7 +282,7 @@ def configure_logging(verbosity: int, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

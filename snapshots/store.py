@@ -156,6 +156,14 @@ def mark_failed(conn: psycopg.Connection, schema: str, import_id: int, error: st
         (error, retry, import_id))
 
 
+def discard_claim(conn: psycopg.Connection, schema: str, import_id: int) -> None:
+    """Remove a claim whose load was cancelled (shutdown, Ctrl-C): the attempt wrote nothing
+    and says nothing about the file, so no `failed` record stays behind; the latest record
+    is again what it was before, and the next run loads the file."""
+    conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s AND status = 'importing'").format(
+        ledger(schema)), (import_id,))
+
+
 def mark_status(conn: psycopg.Connection, schema: str, ids: Sequence[int], status: str) -> None:
     conn.execute(sql.SQL("UPDATE {} SET status = %s WHERE id = ANY(%s)").format(ledger(schema)),
                  (status, list(ids)))

@@ -170,6 +170,12 @@ class SyncService:
         self._conn: psycopg.Connection | None = None
         self._schema: str | None = options.schema
         self._first_seen: dict[str, tuple[Seen, float]] = {}  # path -> (signature, since)
+        # path -> wall time it was first listed while pending, whatever its signature since:
+        # a file that keeps growing (a stuck writer) must age the backlog gauge.
+        self._pending_since: dict[str, float] = {}
+        # (signal name, when, files in flight then) once a signal asked us to stop
+        self._stop_request: tuple[str, float, int] | None = None
+        self._cancelled_at_stop = 0
         self._done: dict[str, Seen] = {}  # files settled for good at this signature
         self._done_failed: set[str] = set()  # of those, failures: a `retry` may reopen them
         # What this process tried itself: a failure that is not the file's fault asks for a
@@ -215,8 +221,11 @@ class SyncService:
             self.wake.set()
             return
         if signum is not None:
-            log.info("received %s: finishing files in flight (grace %gs)",
-                     signal.Signals(signum).name, self.options.grace)
+            name, in_flight = signal.Signals(signum).name, len(self._in_flight)
+            self._stop_request = (name, time.monotonic(), in_flight)
+            log.info("received %s: %s (grace %gs)", name,
+                     f"finishing {in_flight} file{'s' if in_flight != 1 else ''} in flight"
+                     if in_flight else "no file in flight", self.options.grace)
         self.summary.interrupted = self.options.once
         self.stop_event.set()
         self.wake.set()
@@ -256,6 +265,13 @@ class SyncService:
         finally:
             self._shutdown()
             self.summary.finished = time.monotonic()
+            if self._stop_request is not None:
+                name, when, in_flight = self._stop_request
+                cancelled = self._cancelled_at_stop
+                log.info("stopped %.1fs after %s; %d file%s in flight then: %d finished, "
+                         "%d cancelled", self.summary.finished - when, name, in_flight,
+                         "s" if in_flight != 1 else "", max(0, in_flight - cancelled),
+                         cancelled)
             if watcher is not None:
                 self.stop_event.set()  # a --once run ends without a signal: stop watching too
                 watcher.join(timeout=2)
@@ -417,6 +433,11 @@ class SyncService:
             if first is None or first[0] != seen:
                 self._first_seen[rel] = (seen, now)
             self._waiting[rel] = seen
+        wall = time.time()
+        for rel in self._pending:
+            self._pending_since.setdefault(rel, wall)
+        for rel in [rel for rel in self._pending_since if rel not in self._pending]:
+            del self._pending_since[rel]
         # Forget what was kept per file for files that are gone: months of daily files must
         # not pile up in memory.
         for table in (self._first_seen, self._held_elsewhere, self._reported, self._order_keys,
@@ -466,6 +487,7 @@ class SyncService:
 
     def _mark_done(self, rel: str, seen: Seen, *, failed: bool) -> None:
         self._done[rel] = seen
+        self._pending_since.pop(rel, None)  # should it change again, it waits anew
         if failed:
             self._done_failed.add(rel)
         if self._listing.get(rel) == seen:
@@ -478,9 +500,12 @@ class SyncService:
         self._gauged_at = now
         wall = time.time()
         listing = self._listing
+        # Since the file was first seen, or last modified if that is earlier (a backlog
+        # found at start-up is as old as its files): a writer that never finishes keeps
+        # changing the mtime, but not when we first saw the file.
         self.metrics.oldest_pending_age.set(max(
-            (wall - listing[rel].mtime_ns / 1e9 for rel in self._pending if rel in listing),
-            default=0.0))
+            (wall - min(self._pending_since.get(rel, wall), listing[rel].mtime_ns / 1e9)
+             for rel in self._pending if rel in listing), default=0.0))
 
     def _order_key(self, rel: str) -> tuple[tuple[int, object, str], str]:
         """Load order: dated files by date, then the rest by name (computed once per file)."""
@@ -674,8 +699,8 @@ class SyncService:
                 self._database_lost(result.error)
                 continue  # not the file's fault: it stays pending
             if isinstance(result.error, InterruptedImport):
-                # Cancelled at shutdown: not an outcome of the file (no metric, no failure);
-                # its record asks for a retry, so the next run loads it.
+                # Cancelled at shutdown: not an outcome of the file (no metric, no failure,
+                # no record left in the ledger), so the next run loads it.
                 log.warning("cancelled %s at shutdown; nothing written, the next run loads it",
                             result.file_name, extra={"snap_file": result.file_name,
                                                      "snap_result": "cancelled"})
@@ -744,6 +769,7 @@ class SyncService:
         if self._in_flight:
             log.warning("grace period over: cancelling %d file(s) in flight",
                         len(self._in_flight))
+            self._cancelled_at_stop = len(self._in_flight)
             self.summary.interrupted = True
             self.cancel_event.set()
             with self._lock:

@@ -12,11 +12,13 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +32,7 @@ from helpers import require_tool, run_cli, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from snapshots import __version__, store
+from snapshots.config import describe
 
 HEADER = "user_id,name,store_name,credit_limit\n"
 SETTLE = 0.3
@@ -525,7 +528,22 @@ def test_sigterm_lets_the_file_in_flight_finish_within_grace(
     assert record["finished_at"].timestamp() > signalled, "finished before the signal"
     assert record["row_count"] == BIG_ROWS
     assert data_rows(db_conn, record["id"]) == BIG_ROWS
-    assert "SIGTERM" in sync.output()
+    lines = timestamped(sync.output())
+    assert f"INFO: syncing {data_dir.resolve()} into snapshots of {describe(db_url)} " \
+        "(settle 0.0s" in lines[0], lines
+    assert "INFO: received SIGTERM: finishing 1 file in flight (grace 120s)" in "\n".join(lines)
+    assert re.search(r"INFO: stopped [0-9.]+s after SIGTERM; 1 file in flight then: "
+                     r"1 finished, 0 cancelled$", lines[-1]), lines
+
+
+def timestamped(output: str) -> list[str]:
+    """The log's lines, each checked to start with the local time and its offset (a --once
+    run's JSON summary, on stdout, is left out)."""
+    lines = [line for line in output.splitlines() if line.strip() and line[0] != "{"]
+    for line in lines:
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d "
+                        r"(DEBUG|INFO|WARNING|ERROR): ", line), line
+    return lines
 
 
 @pytest.mark.parametrize("once", [False, True], ids=["service", "once"])
@@ -547,18 +565,66 @@ def test_sigterm_beyond_grace_cancels_and_rolls_back(
         assert written["files"]["failed"] == 0, "a cancellation is not the file's failure"
     else:
         assert code == 0, "the long-running service exits 0 on SIGTERM"
-    assert f"cancelled {name} at shutdown" in sync.output()
+    lines = timestamped(sync.output())
+    assert any(f"cancelled {name} at shutdown" in line for line in lines), lines
+    assert re.search(r"INFO: stopped [0-9.]+s after SIGTERM; 1 file in flight then: "
+                     r"0 finished, 1 cancelled$", lines[-1]), lines
+    # Not a failure anywhere: no record is left of the attempt (nothing of it was written),
+    # so `list` shows the file as not imported and no failed snapshot.
     store.reap_interrupted(db_conn, "public", "snapshots")  # what the next run would do
-    attempts = records(db_conn, name)
-    assert [r["status"] for r in attempts] == ["failed"]
-    assert "cancel" in attempts[0]["error"] or "interrupted" in attempts[0]["error"]
-    assert data_rows(db_conn, attempts[0]["id"]) == 0
+    assert records(db_conn, name) == []
     assert data_rows(db_conn) == 3  # the small file's rows, nothing of the big one
+    listed = run_cli("--database", db_url, "list", "--format", "json", data_dir / name,
+                     env=cli_env)
+    assert listed.returncode == 1 and json.loads(listed.stdout)[0]["state"] == "not_imported"
+    failed = run_cli("--database", db_url, "list", "--format", "json", "--status", "failed",
+                     env=cli_env)
+    assert failed.returncode == 0 and json.loads(failed.stdout) == [], failed.stdout
     # A cancelled load is not the file's fault: the next run loads it, not "still failed".
     result, _ = run_once(db_url, data_dir, cli_env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["files"]["imported"] == 1
     assert imported(db_conn)[name]["row_count"] == BIG_ROWS
+
+
+def test_oldest_pending_age_counts_from_when_a_growing_file_was_first_seen(
+        data_dir: Path, start_sync: Callable[..., Sync]) -> None:
+    """A writer that never finishes keeps the file's mtime fresh: the backlog gauge must
+    still grow, so the alert on it sees a stuck writer."""
+    sync = start_sync("--settle", "2", "--rescan", str(RESCAN), "--poll")
+    path = put(data_dir, day_name(0), csv_text(1))
+    growing = True
+
+    def write() -> None:  # the stuck writer: a line every 0.1 s, so the file never settles
+        with path.open("a") as out:
+            index = 100
+            while growing:
+                out.write(f"{index},user {index},store,1.5\n")
+                out.flush()
+                index += 1
+                time.sleep(0.1)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        def aged() -> bool:
+            sync.assert_running()
+            values = sync.metrics()
+            return values["snapshots_pending_files"] == 1 and \
+                values["snapshots_oldest_pending_age_seconds"] >= 4
+
+        wait_until(aged, DEADLINE, interval=0.2, message="the backlog age to pass 4 s")
+    finally:
+        growing = False
+        writer.join(10)
+
+    def loaded() -> bool:
+        values = sync.metrics()
+        return values['snapshots_files_total{result="imported"}'] == 1 and \
+            values["snapshots_oldest_pending_age_seconds"] == 0
+
+    wait_until(loaded, DEADLINE, interval=0.2, message="the file to load and the age to drop")
+    assert sync.stop() == 0
 
 
 def test_retention_forgets_for_good(db_url: str, db_conn: psycopg.Connection, data_dir: Path,

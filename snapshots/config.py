@@ -158,7 +158,10 @@ def connect(conninfo: str, *, autocommit: bool = True) -> psycopg.Connection:
     """Open a connection; a server that can't be reached or refuses us is exit code 3."""
     full = with_defaults(conninfo)
     try:
-        return psycopg.connect(full, autocommit=autocommit)
+        # UTF8 whatever the server's encoding: in a SQL_ASCII database (initdb under the C
+        # locale, as in many minimal images) psycopg would hand text back as bytes. File data
+        # is unaffected: every COPY names the file's own ENCODING.
+        return psycopg.connect(full, autocommit=autocommit, client_encoding="UTF8")
     except psycopg.OperationalError as exc:
         reason = scrub(connection_reason(exc), full)
         raise DatabaseUnavailable(f"cannot connect to {describe(conninfo)}: {reason}",

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -144,6 +145,14 @@ class HealthServer:
         class Server(ThreadingHTTPServer):
             address_family = family
             daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A scraper or health probe that gave up (its timeout) before the reply is
+                # routine, not a traceback on stderr; anything else still gets one.
+                if isinstance(sys.exc_info()[1], ConnectionError):
+                    log.debug("http: %s went away before the reply", client_address)
+                    return
+                super().handle_error(request, client_address)
 
         self.server = Server((host, port), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics",

@@ -683,3 +683,34 @@ def test_missing_schema_is_a_clear_error(tmp_path: Path, cli_env: dict[str, str]
     result = run_cli("--database", db_url, "--schema", "nowhere", "import", sample, env=cli_env)
     assert result.returncode == 2
     assert "schema 'nowhere' does not exist" in one_error_line(result)
+
+
+@pytest.fixture
+def sql_ascii_url(pg_server: str) -> Iterator[str]:
+    """A database created the way initdb under the C locale makes them: SQL_ASCII."""
+    name = f"snapshots_ascii_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'SQL_ASCII' "
+                              "LC_COLLATE 'C' LC_CTYPE 'C'").format(sql.Identifier(name)))
+    try:
+        yield conninfo_to_uri(pg_server, dbname=name)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def test_a_sql_ascii_database_loads_and_lists(tmp_path: Path, cli_env: dict[str, str],
+                                              sql_ascii_url: str) -> None:
+    # Found running the image against Debian's PostgreSQL in a container: psycopg returned
+    # current_schema() as bytes and the import said `schema "b'public'" does not exist`.
+    path = tmp_path / "snapshot_20240101.csv"
+    path.write_text("id,name\n1,Zoë\n2,Jake\n", encoding="utf-8")
+    result = run_cli("--database", sql_ascii_url, "import", path, env=cli_env)
+    assert result.returncode == 0, result.stderr
+    listed = run_cli("--database", sql_ascii_url, "list", "--format", "json", env=cli_env)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["rows"] for r in json.loads(listed.stdout)] == [2]
+    with psycopg.connect(sql_ascii_url, client_encoding="UTF8") as conn:
+        assert conn.execute("SELECT name FROM snapshots ORDER BY id").fetchall() == [
+            ("Zoë",), ("Jake",)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import struct
 import subprocess
 import threading
 import urllib.error
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from helpers import require_tool
+from helpers import require_tool, wait_until
 
 from snapshots import __version__, sync
 from snapshots.importer import FileResult
@@ -187,6 +188,41 @@ def test_health_server_endpoints() -> None:
         server.stop()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+
+
+def test_a_client_that_gives_up_before_the_reply_leaves_no_traceback(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    # The image's HEALTHCHECK gives up after 4 s; a sync that answers later must not print a
+    # BrokenPipeError traceback for it (seen with the container paused by SIGSTOP).
+    client_gone = threading.Event()
+    answered = threading.Event()
+
+    def alive() -> bool:
+        client_gone.wait(10)
+        answered.set()
+        return True
+
+    server = HealthServer(Metrics(), host="127.0.0.1", port=0, alive=alive,
+                          ready=lambda: True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            # Closing with a reset, as a client process that timed out and exited does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        caplog.set_level(logging.DEBUG, logger="snapshots.metrics")
+        client_gone.set()
+        assert answered.wait(10)
+        stderr: list[str] = []
+
+        def handled() -> bool:
+            stderr.append(capfd.readouterr().err)
+            return "Traceback" in "".join(stderr) or "went away" in caplog.text
+
+        wait_until(handled, timeout=10, message="the failed reply to be handled")
+        assert get(server.port, "/healthz")[0] == 200  # and it still serves the next one
+    finally:
+        server.stop()
+    assert "Traceback" not in "".join(stderr)
 
 
 # --------------------------------------------------------------------------- Pushgateway

@@ -3,7 +3,8 @@
 # The same image runs the Kubernetes operator (`snapshots-operator`, see charts/).
 # docker-compose.yml runs `sync` from it; the Kubernetes CronJobs run `sync --once`.
 
-FROM python:3.12-slim AS build
+ARG BASE=python:3.12-slim
+FROM ${BASE} AS build
 WORKDIR /src
 # .dockerignore lets through only what the package needs.
 COPY pyproject.toml README.md ./
@@ -11,7 +12,7 @@ COPY snapshots ./snapshots
 COPY operator ./operator
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[operator]"
 
-FROM python:3.12-slim
+FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

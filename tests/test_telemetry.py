@@ -916,8 +916,12 @@ def test_dockerfile_references_existing_paths() -> None:
 
 def test_dockerfile_runs_snapshots_as_a_non_root_user() -> None:
     instructions = dockerfile_instructions()
+    # Both stages start from one base, python:3.x-slim unless BASE says otherwise (the
+    # container tests build on a Debian base of their own: tests/containers.py).
     froms = [args for op, args in instructions if op == "FROM"]
-    assert froms and all(re.match(r"python:3\.\d+-slim\b", f) for f in froms), froms
+    assert froms and all(re.match(r"\$\{BASE\}(\s|$)", f) for f in froms), froms
+    (base,) = [args for op, args in instructions if op == "ARG" and args.startswith("BASE=")]
+    assert re.fullmatch(r"BASE=python:3\.\d+-slim", base), base
     users = [args for op, args in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     (entrypoint,) = [args for op, args in instructions if op == "ENTRYPOINT"]

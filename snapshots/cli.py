@@ -312,7 +312,17 @@ def _loading_options(func: Callable[..., Any], *, dry_run: bool) -> Callable[...
 @handle_errors
 def import_cmd(ctx: click.Context, paths: tuple[Path, ...], database: str | None,
                table: str | None, schema_: str | None, **options: Any) -> None:
-    """Import snapshot FILEs (and the *.csv / *.csv.gz files of DIRs), each exactly once."""
+    """Import snapshot FILEs (and the *.csv / *.csv.gz files of DIRs), each exactly once.
+
+    Examples:
+
+    \b
+      snapshots import data/                     every *.csv and *.csv.gz in data/
+      snapshots import --dry-run new.csv         check every row, write nothing
+      snapshots import --on-error skip new.csv   load the good rows, keep the bad aside
+      snapshots import --replace snapshot_20230603.csv   supersede an earlier import
+      snapshots --database db:5432/warehouse import data/   PGUSER/PGPASSWORD for the login
+    """
     from snapshots.csvfile import expand_inputs
     from snapshots.options import ImportOptions
 
@@ -464,7 +474,15 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
              metrics_port: int | None, metrics_host: str, grace: float,
              summary_file: Path | None, retention_days: int | None, database: str | None,
              table: str | None, schema_: str | None, **options: Any) -> None:
-    """Load every snapshot in DIR, then each new one seconds after it lands."""
+    """Load every snapshot in DIR, then each new one seconds after it lands.
+
+    Examples:
+
+    \b
+      snapshots sync --data-dir incoming/                   a service (metrics on :9840)
+      snapshots sync --data-dir incoming/ --once            load the backlog and exit
+      snapshots sync --data-dir incoming/ --retention-days 90 --metrics-port 0
+    """
     import signal
 
     from snapshots.config import describe, resolve_database
@@ -551,6 +569,12 @@ def retry_cmd(ctx: click.Context, names: tuple[str, ...], all_failed: bool,
     """Ask sync to try failed snapshots again (by NAME, or all with --failed).
 
     sync does not retry a failed file until its bytes change; this tells it to.
+
+    Examples:
+
+    \b
+      snapshots retry snapshot_20230701.csv
+      snapshots retry --failed
     """
     from snapshots import schema as ddl
     from snapshots.config import connect
@@ -593,7 +617,16 @@ def retry_cmd(ctx: click.Context, names: tuple[str, ...], all_failed: bool,
 @handle_errors
 def list_cmd(ctx: click.Context, files: tuple[Path, ...], fmt: str, statuses: tuple[str, ...],
              every: bool, database: str | None, table: str | None, schema_: str | None) -> None:
-    """What is loaded, when and by whom; with FILEs, whether each file is imported."""
+    """What is loaded, when and by whom; with FILEs, whether each file is imported.
+
+    Examples:
+
+    \b
+      snapshots list                             the latest record of every snapshot
+      snapshots list --status failed --all       every failed attempt
+      snapshots list --format json > loaded.json
+      snapshots list incoming/*.csv              exit 1 if any of them is not imported
+    """
     from snapshots.listing import file_states, list_snapshots
     from snapshots.output import render_records, render_states
 
@@ -627,8 +660,17 @@ def forget_cmd(ctx: click.Context, targets: tuple[str, ...], older_than: int | N
 
     A path is reduced to its file name (the file need not exist); `42` is an import id,
     `./42` a name.
+
+    Examples:
+
+    \b
+      snapshots forget snapshot_20230101.csv
+      snapshots forget 42                        by import id
+      snapshots forget --older-than 90           snapshots dated more than 90 days ago
+      snapshots forget --keep 30                 all but the newest 30
     """
     from snapshots.listing import forget_snapshots
+    from snapshots.output import plural
 
     settings = _settings(ctx, database, table, schema_)
     chosen = sum(bool(x) for x in (targets, older_than is not None, keep is not None))
@@ -642,7 +684,7 @@ def forget_cmd(ctx: click.Context, targets: tuple[str, ...], older_than: int | N
     for record in result.records:
         click.echo(f"forgot {record.file_name} (#{record.id})")
     if result.rows_deleted:
-        click.echo(f"deleted {result.rows_deleted:,} rows")
+        click.echo(f"deleted {plural(result.rows_deleted, 'row')}")
     if not result.records and not missing:
         click.echo("nothing to forget")
     for n, word in enumerate(missing, 1):
@@ -676,7 +718,13 @@ def split_names_and_ids(words: Sequence[str]) -> tuple[list[int], list[str]]:
 @handle_errors
 def migrate_cmd(ctx: click.Context, database: str | None, table: str | None,
                 schema_: str | None) -> None:
-    """Apply the ledger's schema migrations explicitly."""
+    """Apply the ledger's schema migrations explicitly.
+
+    Example (as a role that may run DDL, before loaders that may not):
+
+    \b
+      snapshots --database postgresql://owner@db/warehouse migrate
+    """
     from snapshots import schema as ddl
     from snapshots.config import connect
 
@@ -693,7 +741,15 @@ def migrate_cmd(ctx: click.Context, database: str | None, table: str | None,
 
 @cli.group("db")
 def db_group() -> None:
-    """The embedded PostgreSQL used when no database is given."""
+    """The embedded PostgreSQL used when no database is given.
+
+    Examples:
+
+    \b
+      snapshots db start && psql "$(snapshots db url)"
+      snapshots db status
+      snapshots db stop
+    """
 
 
 @db_group.command("start")
@@ -763,11 +819,12 @@ def main() -> None:
     except click.exceptions.Abort:
         _report_error("interrupted", fmt=_early_log_format())
         sys.exit(130)
-    except click.ClickException as exc:  # usage errors: Click's own text, or one JSON line
-        if _early_log_format() == "json":
-            _report_error(exc.format_message(), fmt="json")
-        else:
-            exc.show()
+    except click.ClickException as exc:
+        # Usage errors (the seed's `snapshots FILE` form included) look like every other
+        # error: one `error:` line and a hint, rather than Click's usage block and `Error:`.
+        ctx = getattr(exc, "ctx", None)
+        hint = f"see '{ctx.command_path} --help'" if ctx is not None else None
+        _report_error(exc.format_message(), hint, fmt=_early_log_format())
         sys.exit(exc.exit_code)
     finally:
         # On the way out, the interpreter's last garbage collection walks every object the

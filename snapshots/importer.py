@@ -180,6 +180,7 @@ class Importer:
         """Import one file. `known` is its (sha256, size) when the caller already hashed it
         (sync remembers hashes); the bytes are hashed again on their way into COPY anyway."""
         started = time.monotonic()
+        self._took: float | None = None  # what the ledger record says the import took
         result = FileResult(path=path, result="failed", file_name=path.name)
         given = self.options  # a detected delimiter is this file's own
         try:
@@ -200,7 +201,10 @@ class Importer:
             result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
         finally:
             self.options = given
-            result.seconds = time.monotonic() - started
+            # An import's time is its record's (claim to commit), the TOOK that `list` shows:
+            # one measurement, wherever it is read.
+            result.seconds = self._took if result.result == "imported" and \
+                self._took is not None else time.monotonic() - started
         return result
 
     def _import(self, path: Path, result: FileResult, known: tuple[str, int] | None) -> None:
@@ -384,8 +388,8 @@ class Importer:
             else:
                 rows, detail = self._load_upsert(path, header, target, sha)
                 rejected = 0
-            store.mark_imported(self.conn, self.schema, import_id, rows=rows,
-                                rejected=rejected, same_content_as=same)
+            self._took = store.mark_imported(self.conn, self.schema, import_id, rows=rows,
+                                             rejected=rejected, same_content_as=same)
         return rows, rejected, detail
 
     def _supersede(self, existing: store.Record | None, target: _Target) -> None:
@@ -484,8 +488,8 @@ class Importer:
                     detail = self._merge(path, relation, target, columns,
                                          relocate=in_file_order)
                     ddl.drop_table(self.conn, self.schema, name)
-                store.mark_imported(self.conn, self.schema, import_id, rows=rows,
-                                    rejected=0, same_content_as=same)
+                self._took = store.mark_imported(self.conn, self.schema, import_id, rows=rows,
+                                                 rejected=0, same_content_as=same)
         except BaseException:
             if not self.conn.closed and not self.conn.broken:
                 with contextlib.suppress(psycopg.Error):

@@ -131,7 +131,13 @@ def render_states(states: Sequence[dict[str, Any]], fmt: str, out: TextIO) -> No
         return
     width = max((len(s["argument"]) for s in states), default=0)
     for state in states:
-        extra = f"  #{state['id']} {state['status']}" if state.get("id") else ""
+        extra = ""
+        if state.get("id"):
+            # The record's status only where it adds to the state (`changed  #2 imported`,
+            # `not_imported  #2 forgotten`), not `imported  #2 imported`.
+            extra = f"  #{state['id']}"
+            if state["status"] != state["state"]:
+                extra += f" {state['status']}"
         out.write(f"{state['argument']:<{width}}  {state['state']:<12}{extra}".rstrip() + "\n")
 
 

@@ -138,11 +138,16 @@ def claim(conn: psycopg.Connection, schema: str, *, table: str, file_name: str, 
 
 
 def mark_imported(conn: psycopg.Connection, schema: str, import_id: int, *, rows: int,
-                  rejected: int, same_content_as: int | None) -> None:
-    conn.execute(sql.SQL(
+                  rejected: int, same_content_as: int | None) -> float:
+    """Returns the seconds the record says the import took (`list`'s TOOK), so the import's
+    own line can say the same."""
+    row = conn.execute(sql.SQL(
         "UPDATE {} SET status = 'imported', row_count = %s, rejected_rows = %s, "
-        "same_content_as = %s, finished_at = clock_timestamp(), error = NULL WHERE id = %s"
-    ).format(ledger(schema)), (rows, rejected, same_content_as, import_id))
+        "same_content_as = %s, finished_at = clock_timestamp(), error = NULL WHERE id = %s "
+        "RETURNING finished_at - started_at"
+    ).format(ledger(schema)), (rows, rejected, same_content_as, import_id)).fetchone()
+    assert row is not None
+    return round(row[0].total_seconds(), 3)  # as Record.duration_seconds rounds it
 
 
 def mark_failed(conn: psycopg.Connection, schema: str, import_id: int, error: str, *,
@@ -334,7 +339,8 @@ def record_json(record: Record, table: str | None = None) -> dict[str, Any]:
         "sha256": record.sha256,
         "size_bytes": record.size_bytes,
         "rows": record.row_count,
-        "rejected_rows": record.rejected_rows,
+        # Unknown where the row count is (a failed or unfinished attempt), not 0.
+        "rejected_rows": None if record.row_count is None else record.rejected_rows,
         "status": record.status,
         "error": record.error,
         "started_at": utc_iso(record.started_at),

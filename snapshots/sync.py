@@ -40,6 +40,7 @@ from snapshots.errors import (
 from snapshots.importer import FileResult, Importer
 from snapshots.metrics import Metrics
 from snapshots.options import ImportOptions, worth_parts
+from snapshots.output import plural
 
 log = logging.getLogger(__name__)
 
@@ -730,9 +731,9 @@ class SyncService:
         for warning in result.warnings:
             log.warning("%s", warning, extra=fields)
         if result.result == "imported":
-            log.info("imported %s: %d rows in %.2fs%s", result.file_name, result.rows,
-                     result.seconds, f" ({result.detail})" if result.detail else "",
-                     extra=fields)
+            log.info("imported %s: %s in %.2fs%s", result.file_name,
+                     plural(result.rows, "row"), result.seconds,
+                     f" ({result.detail})" if result.detail else "", extra=fields)
         elif result.result in ("failed", "conflict"):
             log.error("%s %s: %s", result.result, result.file_name,
                       result.error or result.detail, extra=fields)
@@ -767,8 +768,8 @@ class SyncService:
                 self.wake.wait(0.05)
                 self.wake.clear()
         if self._in_flight:
-            log.warning("grace period over: cancelling %d file(s) in flight",
-                        len(self._in_flight))
+            log.warning("grace period over: cancelling %s in flight",
+                        plural(len(self._in_flight), "file"))
             self._cancelled_at_stop = len(self._in_flight)
             self.summary.interrupted = True
             self.cancel_event.set()

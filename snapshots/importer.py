@@ -276,9 +276,11 @@ class Importer:
             raise
 
         if opts.dry_run:
-            rows, rejected = self._dry_run(path, header, sha)
+            rows, rejected, would = self._dry_run(path, header, sha)
             result.result, result.rows, result.rejected = "validated", rows, rejected
             result.detail = "nothing written (dry run)"
+            if would:
+                result.detail = f"{would}; {result.detail}"
             if rejected:  # --on-error skip: say what a real run would reject
                 result.detail = (f"{rejected} rejected row{'s' if rejected != 1 else ''} "
                                  f"would be skipped; {result.detail}")
@@ -877,21 +879,33 @@ class Importer:
             return self._append_existing(path, relation, columns, sha, target), ""
 
         names = header.names
-        forced_text: list[int] = []  # columns COPY showed to need text (e.g. `""`)
         created = self._infer_types(path, header, limit_bytes=SAMPLE_BYTES)
         ddl.create_append_table(self.conn, self.schema, self.table,
                                 list(zip(names, created, strict=True)), index=False, view=False)
+        rows = self._copy_settling_types(path, relation, names, created, sha,
+                                         (self.schema, self.table))
+        ddl.create_snapshot_index(self.conn, self.schema, self.table)
+        ddl.create_latest_view(self.conn, self.schema, self.table)
+        typed = ", ".join(f"{n} {t}" for n, t in zip(names, created, strict=True))
+        return rows, f"created {self.schema}.{self.table} ({typed})"
+
+    def _copy_settling_types(self, path: Path, relation: sql.Composable, names: Sequence[str],
+                             created: list[str], sha: str, table: tuple[str, str]) -> int:
+        """COPY into a table this import creates (`table`, with the sampled types `created`),
+        widening its columns and loading again until every row fits. The import and its dry
+        run both load this way, so the dry run's verdict is the import's. `created` ends as
+        the types the table has."""
+        forced_text: list[int] = []  # columns COPY showed to need text (e.g. `""`)
         inference: StreamInference | None = self._stream_inference(names)
-        rows = 0
         for _ in range(MAX_WIDENINGS):
             try:
                 with self.conn.transaction():  # savepoint: a retry starts from an empty table
                     rows = self._copy_file(path, relation, names, sha, inference=inference)
                     if inference is not None and inference.types() != created:
                         raise _NeedsWider(inference.types())
-                break
+                return rows
             except _NeedsWider as wider:
-                self._retype(names, created, wider.types)
+                self._retype(table, names, created, wider.types)
                 inference = None  # the full pass is done: the types are right now
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
                 _, column, _ = _location(exc)
@@ -900,21 +914,17 @@ class Importer:
                     raise input_error_from_copy(exc, path, self.options.csv) from None
                 # A value the fast check let through (`""`, 2023-02-30): that column is text.
                 forced_text.append(names.index(column))
-                self._retype(names, created, [TEXT if i in forced_text else t
-                                              for i, t in enumerate(created)])
+                self._retype(table, names, created, [TEXT if i in forced_text else t
+                                                     for i, t in enumerate(created)])
                 if inference is not None:
                     inference = self._stream_inference(names, forced_text)
-        else:
-            raise InputError("could not settle the column types", file=path)
-        ddl.create_snapshot_index(self.conn, self.schema, self.table)
-        ddl.create_latest_view(self.conn, self.schema, self.table)
-        typed = ", ".join(f"{n} {t}" for n, t in zip(names, created, strict=True))
-        return rows, f"created {self.schema}.{self.table} ({typed})"
+        raise InputError("could not settle the column types", file=path)
 
-    def _retype(self, names: Sequence[str], created: list[str], final: Sequence[str]) -> None:
+    def _retype(self, table: tuple[str, str], names: Sequence[str], created: list[str],
+                final: Sequence[str]) -> None:
         for index, (old, new) in enumerate(zip(created, final, strict=True)):
             if old != new:
-                ddl.alter_column_type(self.conn, self.schema, self.table, names[index], new)
+                ddl.alter_column_type(self.conn, *table, names[index], new)
                 created[index] = new
 
     # ------------------------------------------------------------------ upsert
@@ -1092,21 +1102,28 @@ class Importer:
 
     # ------------------------------------------------------------------ dry run
 
-    def _dry_run(self, path: Path, header: Header, sha: str) -> tuple[int, int]:
+    def _dry_run(self, path: Path, header: Header, sha: str) -> tuple[int, int, str]:
         """Validate everything (header, types, every row) against a temporary copy of the
-        target, then roll back: nothing is written to the table or the ledger."""
+        target, then roll back: nothing is written to the table or the ledger. Returns the
+        rows, the rejects and what the import would do besides loading them."""
         try:
             with self.conn.transaction(force_rollback=True):
                 info = ddl.describe_table(self.conn, self.schema, self.table)
                 if info is None:
                     names = header.names
-                    types = self._infer_types(path, header)  # the whole file: nothing to lose
+                    # Sampled, then settled by loading, as the import does (_append_new).
+                    types = self._infer_types(path, header, limit_bytes=SAMPLE_BYTES)
                     stage = sql.Identifier("snapshots_stage")
                     self.conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
                         stage, sql.SQL(", ").join(
                             sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))  # type: ignore[arg-type]
                             for n, t in zip(names, types, strict=True))))
                     target = _Target(self.schema, self.table, "append", None, names)
+                    if self.options.on_error != "skip":
+                        rows = self._copy_settling_types(path, stage, names, types, sha,
+                                                         ("pg_temp", "snapshots_stage"))
+                        typed = ", ".join(f"{n} {t}" for n, t in zip(names, types, strict=True))
+                        return rows, 0, f"would create {self.schema}.{self.table} ({typed})"
                 else:
                     target = self._target(header)
                     if self.options.schema_evolution == "add":
@@ -1115,14 +1132,12 @@ class Importer:
                     names = self._reconcile_columns(path, header, target)
                     stage = self._stage(target, names)
                 if self.options.on_error == "skip":
-                    rows, rejected, _ = self._load_skipping(path, header, target, 0,
-                                                            relation=stage)
-                    return rows, rejected
+                    return self._load_skipping(path, header, target, 0, relation=stage)
                 rows = self._copy_with_errors(path, stage, names, sha)
                 if target.mode == "upsert":
                     assert target.info is not None
                     self._check_keys(path, stage, target.info.primary_key)
-                return rows, 0
+                return rows, 0, ""
         except psycopg.errors.InsufficientPrivilege as exc:
             raise LedgerError(first_line(str(exc))) from None
 

@@ -80,7 +80,11 @@ def raw_records(path: Path, options: CsvOptions, width: int
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield start, b"".join(pending), None, f"malformed CSV: {exc}"
+                raw = b"".join(pending)
+                # The same words as abort mode where a misplaced quote is what broke it.
+                misplaced = misplaced_quote(raw, options) if bytewise else None
+                yield start, raw, None, f"malformed quoting: {misplaced.reason}" \
+                    if misplaced is not None else f"malformed CSV: {exc}"
                 pending.clear()
                 start = state["line"] + 1
                 continue
@@ -207,7 +211,9 @@ def load_skipping(importer: Importer, path: Path, header: Header, target: _Targe
             f"nothing written (first: line {first[0]}, {first[1]})", file=path)
     good = _scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE _reason IS NULL").format(STAGE))
     if relation is not None:  # dry run: validation only
-        return good, rejected, ""
+        return good, rejected, "" if target.info is not None else \
+            f"would create {importer.schema}.{importer.table} (" + ", ".join(
+                f"{n} {t}" for n, t in types.items()) + ")"
 
     conn.execute(sql.SQL(
         "INSERT INTO {} (import_id, line, raw, column_name, value, reason) "

@@ -2,7 +2,8 @@
 InputError and leaves nothing behind.
 
 Files are written by a small CSV writer that, unlike Python's csv module, tells NULL (an
-unquoted empty field) from the empty string (`""`), and quotes at random where it need not.
+unquoted empty field) from the empty string (`""`), quotes at random where it need not, and
+now and then writes one field with invalid quoting (RFC 4180), which must fail the file.
 Each example is imported through the library into a fresh table and read back as text. The
 generators keep every value's text recoverable from whatever type inference picks (canonical
 integers, decimals, ISO dates, ...); values that only look typed (`007`, `+1`, `1e5`, `-0`)
@@ -94,6 +95,13 @@ def tables(draw: st.DrawFn, values: dict[str, st.SearchStrategy[str]] = KINDS,
     return [f"c{i}" for i in range(width)], rows
 
 
+# Fields as RFC 4180 forbids them and COPY reads them anyway, each loaded changed (or joining
+# the records after it) if it got through: quotes inside an unquoted field, text after a
+# quoted field's closing quote.
+MISQUOTED = st.sampled_from(['a""b', 'a "b" c', '12"', 'x"', '"x"y', '"x"""y', '""b',
+                             '"a""b"c', 'say "hi"'])
+
+
 @st.composite
 def layouts(draw: st.DrawFn) -> dict[str, object]:
     return {
@@ -102,12 +110,24 @@ def layouts(draw: st.DrawFn) -> dict[str, object]:
         "quote_all": draw(st.booleans()),
         "final_newline": draw(st.booleans()),
         "seed": draw(st.integers(0, 2**16)),
+        # Now and then one field written with invalid quoting: (row, column, the field).
+        "misquote": draw(st.one_of(st.none(), st.none(), st.tuples(
+            st.integers(0, 11), st.integers(0, 5), MISQUOTED))),
     }
+
+
+def misquoted_at(rows: list[Row], layout: dict[str, object]) -> tuple[int, int] | None:
+    """(row, column) of the field the layout writes with invalid quoting, if any."""
+    if layout.get("misquote") is None or not rows:
+        return None
+    row, column, _ = layout["misquote"]  # type: ignore[misc]
+    return row % len(rows), column % len(rows[0])
 
 
 def encode(header: list[str], rows: list[Row], layout: dict[str, object]) -> bytes:
     """CSV as PostgreSQL reads it: NULL unquoted and empty, "" the empty string."""
     chooser = itertools.cycle(bin(int(layout["seed"]) | 1 << 17)[3:])  # type: ignore[call-overload]
+    bad = misquoted_at(rows, layout)
 
     def field(value: str | None) -> str:
         if value is None:
@@ -117,8 +137,14 @@ def encode(header: list[str], rows: list[Row], layout: dict[str, object]) -> byt
             return '"' + value.replace('"', '""') + '"'
         return value
 
+    def record(index: int, row: Row) -> str:
+        fields = [field(v) for v in row]
+        if bad is not None and bad[0] == index:
+            fields[bad[1]] = layout["misquote"][2]  # type: ignore[index]
+        return ",".join(fields)
+
     newline = str(layout["newline"])
-    lines = [",".join(header)] + [",".join(field(v) for v in row) for row in rows]
+    lines = [",".join(header)] + [record(i, row) for i, row in enumerate(rows)]
     text = newline.join(lines)
     # Without a final line break, a last record that is one NULL field would vanish.
     if layout["final_newline"] or not rows or rows[-1] == [None]:
@@ -160,6 +186,8 @@ def check(db_url: str, db_conn: psycopg.Connection, directory: Path, header: lis
         "SELECT status, row_count FROM snapshot_imports WHERE table_name = %s", (table,)
     ).fetchall()
     if result.result == "imported":
+        assert misquoted_at(rows, layout) is None, ("invalid quoting was loaded",
+                                                    path.read_bytes())
         assert records == [("imported", len(rows))]
         assert result.rows == len(rows)
         got = read_back(db_conn, table, header)
@@ -168,12 +196,29 @@ def check(db_url: str, db_conn: psycopg.Connection, directory: Path, header: lis
     # Otherwise: a precise input error, and nothing left behind.
     assert isinstance(result.error, InputError), (result.result, result.error)
     assert result.error.file == str(path)
+    bad = misquoted_at(rows, layout)
+    if bad is not None:
+        # Invalid quoting is never loaded, changed or not: the error names its record's line
+        # (a quote is found before any of a small file's bytes reach COPY, a NUL after).
+        assert "malformed quoting" in str(result.error), (str(result.error), path.read_bytes())
+        before_it = encode(header, rows[:bad[0]], {**layout, "final_newline": True,
+                                                  "bom": False, "misquote": None})
+        earlier = [field if i < bad[1] else None for i, field in enumerate(rows[bad[0]])]
+        # Line breaks in the record's own fields before the misquoted one count too.
+        inside = sum(len(re.findall(r"\r\n|\r|\n", v or "")) for v in earlier)
+        assert result.error.line == len(re.findall(r"\r\n|\r|\n", before_it.decode())) + \
+            1 + inside, (str(result.error), path.read_bytes())
+        assert result.error.column == header[bad[1]], str(result.error)
+        assert relation_names(db_conn) == before
+        assert records in ([], [("failed", None)])
+        return "misquoted"
     assert any("\x00" in (v or "") for row in rows for v in row), (
         f"a file without NUL bytes failed: {result.error}", path.read_bytes())
     assert "NUL" in str(result.error)
     # ... at the physical line (as an editor counts them) where the first such record starts.
     first = next(i for i, row in enumerate(rows) if any("\x00" in (v or "") for v in row))
-    before_it = encode(header, rows[:first], {**layout, "final_newline": True, "bom": False})
+    before_it = encode(header, rows[:first], {**layout, "final_newline": True, "bom": False,
+                                             "misquote": None})
     assert result.error.line == len(re.findall(r"\r\n|\r|\n", before_it.decode())) + 1, (
         str(result.error), path.read_bytes())
     assert relation_names(db_conn) == before
@@ -205,7 +250,10 @@ def test_forced_text_round_trips_anything(db_url: str, db_conn: psycopg.Connecti
 
 def test_the_writer_tells_null_from_empty(tmp_path: Path) -> None:
     """The property is only as good as its writer."""
-    data = encode(["a", "b"], [[None, ""], ["x,y", 'q"q']],
-                  {"newline": "\n", "bom": False, "quote_all": False, "final_newline": True,
-                   "seed": 0})
+    layout: dict[str, object] = {"newline": "\n", "bom": False, "quote_all": False,
+                                 "final_newline": True, "seed": 0, "misquote": None}
+    data = encode(["a", "b"], [[None, ""], ["x,y", 'q"q']], layout)
     assert data == b'a,b\n,""\n"x,y","q""q"\n'
+    misquoted = encode(["a", "b"], [[None, ""], ["x,y", 'q"q']],
+                       {**layout, "misquote": (3, 1, 'a""b')})
+    assert misquoted == b'a,b\n,""\n"x,y",a""b\n'

@@ -7,6 +7,7 @@ directory and deleted afterwards.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psycopg
 import pytest
@@ -76,6 +78,9 @@ class TestServer:
         return message
 
 
+RUN_PREFIX = "snapshots-tests-"
+KEPT_FAILED_RUNS = 3  # as many as pytest's own rotation keeps
+RUN_LOCK_KEY = pytest.StashKey[IO[str]]()
 SERVER_KEY = pytest.StashKey[TestServer]()
 URI_KEY = pytest.StashKey[str]()
 RUN_DIR_KEY = pytest.StashKey[Path]()
@@ -91,9 +96,33 @@ def pytest_configure(config: pytest.Config) -> None:
     of this session's server under it. A given --basetemp is left alone.
     """
     if config.option.basetemp is None:
-        run_dir = Path(tempfile.mkdtemp(prefix="snapshots-tests-"))
-        config.option.basetemp = str(run_dir)
+        run_dir = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))
+        # Held for the life of this process: a run whose lock can be taken has ended.
+        lock = (run_dir / ".lock").open("w")
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        config.stash[RUN_LOCK_KEY] = lock
+        # pytest empties a given basetemp first: the lock lives beside it, not in it.
+        config.option.basetemp = str(run_dir / "tmp")
         config.stash[RUN_DIR_KEY] = run_dir
+        _sweep_ended_runs(run_dir)
+
+
+def _sweep_ended_runs(own: Path) -> None:
+    """Failed runs keep their directories; of those whose run has ended (their lock is free),
+    the newest few stay and the rest go, so that /tmp does not fill up. A directory without a
+    lock file is left alone: nothing says whether its run is over."""
+    ended = []
+    for other in own.parent.glob(RUN_PREFIX + "*"):
+        if other == own:
+            continue
+        try:
+            with (other / ".lock").open("r") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                ended.append((other.stat().st_mtime, other))
+        except OSError:  # still running (BlockingIOError), not ours, or gone meanwhile
+            continue
+    for _mtime, other in sorted(ended, reverse=True)[KEPT_FAILED_RUNS:]:
+        shutil.rmtree(other, ignore_errors=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -104,7 +133,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     # After every fixture's teardown (the server is stopped by then). A failed run keeps its
     # files for a look; the terminal summary says where.
     run_dir = config.stash.get(RUN_DIR_KEY, None)
-    if run_dir is not None and config.stash.get(PASSED_KEY, False):
+    used = run_dir is not None and (run_dir / "tmp").is_dir() and any(
+        (run_dir / "tmp").iterdir())
+    if run_dir is not None and (config.stash.get(PASSED_KEY, False) or not used):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -7,9 +7,11 @@ conftest loaded as a plugin (so the fixtures under test are the real ones).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +149,38 @@ def test_an_external_server_that_cannot_be_reached_is_one_message(
     assert "SNAPSHOTS_TEST_DATABASE: 127.0.0.1:1/postgres" in out, out
     assert "error" not in out.lower().replace("error:", ""), out
     assert "s3cr3t" not in out
+
+
+def test_a_run_sweeps_ended_runs_beyond_the_newest_three(
+        tmp_path: Path, inner: tuple[Path, dict[str, str]]) -> None:
+    """Failed runs keep their files, but /tmp must not fill up: a new run removes those of
+    ended runs beyond the newest three, and never a running one's or an unknown one's."""
+    module, env = inner
+    own = Path(env["TMPDIR"])
+    ended = []
+    for age in range(5):  # ended runs: a lock file nobody holds, oldest last
+        directory = own / f"snapshots-tests-ended{age}"
+        (directory / "tmp").mkdir(parents=True)
+        (directory / ".lock").touch()
+        os.utime(directory, (time.time() - 60 * (age + 1),) * 2)
+        ended.append(directory)
+    running = own / "snapshots-tests-running"
+    (running / "tmp").mkdir(parents=True)
+    unknown = own / "snapshots-tests-nolock"
+    (unknown / "tmp").mkdir(parents=True)
+    trivial = module.parent / "test_trivial.py"
+    trivial.write_text("def test_nothing():\n    pass\n")
+    with (running / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a session that still runs
+        result = subprocess.run([*PYTEST, str(trivial)], cwd=module.parent, env=env,
+                                capture_output=True, text=True, timeout=120,
+                                stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [d.exists() for d in ended] == [True, True, True, False, False]
+    assert running.exists() and unknown.exists()
+    # The run itself left nothing behind.
+    assert sorted(p.name for p in own.iterdir()) == sorted(
+        [d.name for d in ended[:3]] + [running.name, unknown.name])
 
 
 def _alive(pid: int) -> bool:

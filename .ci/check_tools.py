@@ -15,6 +15,11 @@ TOOLS = {
     "promtool": "Debian package prometheus (checks the shipped config, rules and rule tests)",
     "prometheus": "Debian package prometheus (telemetry tests run a real Prometheus)",
     "prometheus-pushgateway": "Debian package prometheus-pushgateway (telemetry tests push to it)",
+    "podman": "Debian package podman (image, Job-in-image and compose tests)",
+    "runc": "Debian package runc (podman's runtime here: crun fails on hybrid cgroups)",
+    "debootstrap": "Debian package debootstrap (the container tests' base images)",
+    "openssl": "Debian package openssl (the operator's simulated in-cluster TLS)",
+    "unshare": "Debian package util-linux (the operator's simulated service account mount)",
 }
 
 

@@ -150,6 +150,8 @@ def input_error_from_copy(exc: psycopg.Error, path: Path, options: CsvOptions,
         reason = "NUL byte (0x00) in the data: PostgreSQL text cannot hold it"
     elif sqlstate in ("22021", "22P05"):
         hint = "check --encoding"
+    elif sqlstate == "22023" and "encoding" in reason:  # a name Python knows, the server not
+        hint = "--encoding names no encoding PostgreSQL knows: try UTF8, LATIN1 or WIN1252"
     elif sqlstate.startswith("22"):
         hint = "fix the value, choose the column's type with --type, or use --on-error skip"
     if column is not None:

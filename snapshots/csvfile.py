@@ -502,7 +502,7 @@ def misplaced_quote_error(path: Path, options: CsvOptions, found: MisplacedQuote
             if last_break >= 0:
                 line_start = done + last_break + 1
             at = len(part)  # the record starts after the last line break outside quotes
-            while (at := part.rfind(b"\n", 0, at)) >= 0:
+            while (at := max(part.rfind(b"\n", 0, at), part.rfind(b"\r", 0, at))) >= 0:
                 if not (parity + part.count(quote, 0, at)) & 1:
                     record_start = max(record_start, done + at + 1)
                     break
@@ -555,6 +555,8 @@ _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32LE"), (codecs.BOM_UTF32_BE, "UTF-32BE
 def _convert_hint(source: str, path: Path | None = None) -> str:
     name = path.name if path is not None else "FILE.csv"
     converted = name.split(".")[0] + "_utf8.csv"
+    if path is not None and is_gzip(path):
+        return f"convert it to UTF-8 first: zcat {name} | iconv -f {source} -t UTF-8 > {converted}"
     return f"convert it to UTF-8 first: iconv -f {source} -t UTF-8 {name} > {converted}"
 
 
@@ -589,6 +591,16 @@ def check_byte_order_mark(path: Path) -> None:
             raise InputError(f"the file is {name} (it starts with a {name} byte order mark), "
                              "and PostgreSQL reads no UTF-16 or UTF-32", file=path, line=1,
                              hint=_convert_hint(name[:6], path))  # iconv reads the mark
+    # No mark, but ASCII text with a NUL byte beside every character: UTF-16 all the same.
+    if len(start) == 4 and start[1] == start[3] == 0 and start[0] and start[2]:
+        name = "UTF-16LE"
+    elif len(start) == 4 and start[0] == start[2] == 0 and start[1] and start[3]:
+        name = "UTF-16BE"
+    else:
+        return
+    raise InputError(f"the file looks like {name} without a byte order mark (a NUL byte beside "
+                     "every character), and PostgreSQL reads no UTF-16", file=path, line=1,
+                     hint=_convert_hint(name, path))
 
 
 # str.splitlines() also breaks at these, but for CSV (and COPY) they are data.
@@ -767,7 +779,7 @@ def _fields(line: str, delimiter: str, quote: str) -> int:
 
 def detect_dialect(path: Path, options: CsvOptions) -> tuple[CsvOptions, str]:
     """The options with this file's delimiter, and what to say about it ("" when the
-    delimiter was given).
+    delimiter was given, or is the comma a CSV file is expected to hold).
 
     A `.tsv` file is tab-delimited. Otherwise the standard library's csv.Sniffer reads the
     header and the first records (the delimiter whose count is the same on every line), and
@@ -804,8 +816,9 @@ def detect_dialect(path: Path, options: CsvOptions) -> tuple[CsvOptions, str]:
                                     f"'{_option(splits[0])}'")
     else:
         chosen = ","  # one column: no delimiter in the header
+    # A comma is what a CSV file is expected to hold: only another delimiter is news.
     return replace(options, delimiter=chosen, detect_delimiter=False), \
-        f"delimiter {_shown(chosen)} (detected)"
+        "" if chosen == "," else f"delimiter {_shown(chosen)} (detected)"
 
 
 def _shown(delimiter: str) -> str:

@@ -307,13 +307,13 @@ class Importer:
             parts.append(f"same content as #{same}")
         if existing is not None:
             parts.append(f"replaced #{existing.id}")
-        if detected:
-            parts.append(detected)
         if rejected:
             parts.append(f"{rejected} rejected row{'s' if rejected != 1 else ''}")
             result.warnings.append(
                 f"{path.name}: {rejected} rejected row{'s' if rejected != 1 else ''} kept in "
                 f"{self.schema}.snapshot_rejects (import #{import_id})")
+        if detected:
+            parts.append(detected)
         result.detail = "; ".join(parts)
 
     def _claim(self, path: Path, sha: str, size: int, result: FileResult) -> int:

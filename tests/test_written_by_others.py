@@ -53,7 +53,7 @@ SEED = "user_id{d}name{d}store_name{d}credit_limit\n1{d}Jake{d}Best Berlin Burge
     pytest.param("snapshot_20230101.csv", "\t", "delimiter tab (detected)", id="tab-in-csv"),
     pytest.param("snapshot_20230101.csv", "|", "delimiter '|' (detected)", id="pipe"),
     pytest.param("snapshot_20230101.tsv", "\t", "delimiter tab (a .tsv file)", id="tsv"),
-    pytest.param("snapshot_20230101.csv", ",", "delimiter ',' (detected)", id="comma"),
+    pytest.param("snapshot_20230101.csv", ",", "", id="comma-the-expected-one-goes-unsaid"),
 ])
 def test_the_delimiter_is_detected_and_said(tmp_path: Path, cli_env: dict[str, str],
                                             db_url: str, db_conn: psycopg.Connection,
@@ -66,6 +66,8 @@ def test_the_delimiter_is_detected_and_said(tmp_path: Path, cli_env: dict[str, s
     result = import_(cli_env, db_url, path)
     assert result.returncode == 0, result.stderr
     assert said in out_line(result)
+    if not said:
+        assert "delimiter" not in result.stdout + dry.stdout
     assert columns(db_conn) == {"user_id": "bigint", "name": "text", "store_name": "text",
                                 "credit_limit": "numeric"}
     assert db_conn.execute("SELECT name, credit_limit::text FROM snapshots ORDER BY user_id"
@@ -142,6 +144,8 @@ def test_excel_utf8_bom_before_a_quoted_header(tmp_path: Path, cli_env: dict[str
     pytest.param(codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16LE", id="utf16-le"),
     pytest.param(codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16BE", id="utf16-be"),
     pytest.param(codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32LE", id="utf32-le"),
+    pytest.param(b"", "utf-16-le", "looks like UTF-16LE without a byte order mark",
+                 id="utf16-le-without-a-mark"),
 ])
 def test_a_utf16_file_is_named_by_its_byte_order_mark(tmp_path: Path, cli_env: dict[str, str],
                                                       db_url: str, db_conn: psycopg.Connection,
@@ -153,7 +157,8 @@ def test_a_utf16_file_is_named_by_its_byte_order_mark(tmp_path: Path, cli_env: d
     for extra in ((), ("--dry-run",)):
         message = fails_cleanly(cli_env, db_url, db_conn, path, *extra)
         located(message, path, 1)
-        assert f"the file is {named}" in message
+        assert named in message and "hint: convert it to UTF-8 first: iconv" in \
+            import_(cli_env, db_url, path).stderr
 
 
 @pytest.mark.parametrize("encoding", ["UTF16", "UTF-16", "utf-16le", "UTF32"])

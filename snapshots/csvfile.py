@@ -1140,8 +1140,9 @@ def first_malformed_record(path: Path, options: CsvOptions,
 
     PostgreSQL's COPY reads a quote inside an unquoted field (`12" pizza`) as the start of a
     quoted section and silently joins records until the next quote. The importer calls this
-    only when COPY's row count differs from the file's line count, which well-formed files
-    without line breaks inside fields never do. `span`: look only at those bytes (one part of
+    only where StrayQuotes cannot read bytes (see CsvOptions.quotes_bytewise), and only when
+    COPY's row count differs from the file's line count, which well-formed files without line
+    breaks inside fields never do. `span`: look only at those bytes (one part of
     a parallel load); the line returned is still the file's. `check` runs before each chunk
     (it raises to stop a scan that is no longer wanted).
     """

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -146,8 +146,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item,
-                              call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+        item: pytest.Item,
+        call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A dead server is one clear failure: after the first test that fails while it is
     gone, the session stops with one message naming the server and its log, instead of
     an error with a long traceback for every test still to come."""

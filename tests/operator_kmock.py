@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime as dt
 import itertools
 import json
@@ -38,6 +39,7 @@ from typing import Any, TypeVar
 import aiohttp.test_utils
 import kmock
 import pytest
+import yaml
 from helpers import in_ci, require_tool
 from kmock._internal import enums, rendering
 
@@ -351,6 +353,7 @@ class RunningOperator:
 OPERATOR_SCRIPT = Path(sys.executable).with_name("snapshots-operator")
 JOB_IMAGE = "registry.example/snapshots:test"
 SERVICE_ACCOUNT_DIR = "/run/secrets/kubernetes.io/serviceaccount"
+DEPLOYMENT_MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "03-operator.yaml"
 
 
 def _kubeconfig(path: Path, server: str, token: str) -> Path:
@@ -415,15 +418,46 @@ def _in_cluster_command(service_account: Path) -> list[str]:
             str(service_account)]
 
 
+def _deployment_command(image: str, service_account: Path, metrics_port: int,
+                        api: dict[str, str]) -> list[str]:
+    """The operator's Deployment from manifests/03-operator.yaml, run in ``image`` by podman
+    (tests/kubelet.py) on the host network, where the simulated API server listens.
+
+    Changed only where the host network forces it: the metrics port (a free one, on
+    loopback) and the watched namespace (the tests' own); ``api`` is what Kubernetes adds to
+    every pod's environment, KUBERNETES_SERVICE_HOST and _PORT. In the foreground,
+    `podman run` passes SIGTERM on to the operator, as the kubelet would.
+    """
+    from kubelet import Node, pod_run_args
+
+    (deployment,) = [doc for doc in yaml.safe_load_all(DEPLOYMENT_MANIFEST.read_text())
+                     if doc and doc["kind"] == "Deployment"]
+    template = copy.deepcopy(deployment["spec"]["template"])
+    (container,) = template["spec"]["containers"]
+    container["image"] = image
+    overrides = {"SNAPSHOTS_OPERATOR_METRICS_PORT": str(metrics_port),
+                 "SNAPSHOTS_OPERATOR_NAMESPACES": NAMESPACE,
+                 "SNAPSHOTS_OPERATOR_JOB_IMAGE": JOB_IMAGE}
+    node = Node(namespace=deployment["metadata"]["namespace"], network="host",
+                service_account=service_account)
+    args = pod_run_args(template, f"snapshots-test-operator-{uuid.uuid4().hex[:8]}", node,
+                        overrides)
+    added = {**api, "SNAPSHOTS_OPERATOR_METRICS_HOST": "127.0.0.1"}
+    return ["podman", "run", "--rm", *(arg for item in added.items()
+                                       for arg in ("-e", "=".join(item))), *args]
+
+
 @contextlib.asynccontextmanager
 async def running_operator(api: SnapshotsEmulator, *, clusterwide: bool = False,
-                           login: str = "kubeconfig") -> AsyncIterator[RunningOperator]:
+                           login: str = "kubeconfig",
+                           image: str | None = None) -> AsyncIterator[RunningOperator]:
     """Start the installed ``snapshots-operator`` against ``api``, as a user would.
 
     It is given nothing but what a user gives it: a kubeconfig (``login="kubeconfig"``), or a
     pod's service account token and CA with ``KUBERNETES_SERVICE_HOST``/``_PORT`` pointing at
-    the API over TLS (``login="in-cluster"``); its options on the command line. Its log goes
-    to a file, shown when it fails.
+    the API over TLS (``login="in-cluster"``); its options on the command line. With
+    ``image``, the in-cluster login is the operator's Deployment from manifests/ run in that
+    image. Its log goes to a file, shown when it fails.
     """
     assert OPERATOR_SCRIPT.exists(), f"{OPERATOR_SCRIPT}: the package is not installed"
     register_resources(api)
@@ -452,17 +486,28 @@ async def running_operator(api: SnapshotsEmulator, *, clusterwide: bool = False,
             (service_account / "namespace").write_text(NAMESPACE)
             env["KUBERNETES_SERVICE_HOST"] = "127.0.0.1"
             env["KUBERNETES_SERVICE_PORT"] = str(tls.port)
-            prefix = _in_cluster_command(service_account)
+            prefix = _in_cluster_command(service_account) if image is None else []
         else:
             raise ValueError(login)
         scope = ["--all-namespaces"] if clusterwide else ["--namespace", NAMESPACE]
+        command = [*prefix, str(OPERATOR_SCRIPT), *scope, "--metrics-host", "127.0.0.1",
+                   "--metrics-port", str(metrics_port), "--job-image", JOB_IMAGE]
+        if image is not None:
+            from containers import CONTAINERS_CONF
+
+            assert login == "in-cluster" and not clusterwide, "the Deployment as shipped"
+            # Readable by the pod's user, as the kubelet's projected token is (0644).
+            for path in (workdir, service_account, *service_account.iterdir()):
+                path.chmod(0o755 if path.is_dir() else 0o644)
+            api_env = {name: env[name] for name in ("KUBERNETES_SERVICE_HOST",
+                                                    "KUBERNETES_SERVICE_PORT")}
+            command = _deployment_command(image, service_account, metrics_port, api_env)
+            env["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
         log = workdir / "operator.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [*prefix, str(OPERATOR_SCRIPT), *scope, "--metrics-host", "127.0.0.1",
-                 "--metrics-port", str(metrics_port), "--job-image", JOB_IMAGE],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
         op = RunningOperator(api=api, process=process, metrics_port=metrics_port, log=log,
                              token=token)
         try:

@@ -1,20 +1,16 @@
 """The operator's Job, run for real: its pod template in the built image, with podman.
 
 The Job and the CronJob come from the operator's own builders for the example SnapshotSource
-in manifests/04-example.yaml. ``pod_run_args`` turns the pod template into ``podman run``
-options field by field, as a kubelet would run it: command, args, env (the example Secret's
-values resolved, field references filled in), volume mounts (the claim is a directory here,
-the emptyDir a tmpfs of its size), the security contexts, the memory limit and the
-termination message file. A field it does not know fails the test, so a Job spec that grows
-something new must be taught here rather than silently dropped. What the container writes to
-the termination message is handed to the operator's ``run_outcome`` and ``status_after_run``,
-the functions that read a real pod's status back into the SnapshotSource.
+in manifests/04-example.yaml; tests/kubelet.py turns the pod template into ``podman run``
+field by field, as a kubelet would run it (the example Secret's values resolved, the claim a
+directory). What the container writes to the termination message is handed to the
+operator's ``run_outcome`` and ``status_after_run``, the functions that read a real pod's
+status back into the SnapshotSource.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import subprocess
 import uuid
@@ -26,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from containers import PROJECT, engine_env, network, postgres
+from kubelet import Node, pod_run_args
 
 from snapshots_operator import resources
 
@@ -52,92 +49,6 @@ def secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
     return dict(secret["stringData"])
 
 
-def quantity_bytes(value: str) -> int:
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
-    for unit, factor in units.items():
-        if value.endswith(unit):
-            return int(value[: -len(unit)]) * factor
-    return int(value)
-
-
-def known(mapping: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(mapping) - allowed
-    assert not unknown, f"{where}: no podman equivalent taught for {sorted(unknown)}"
-
-
-def pod_run_args(template: Mapping[str, Any], *, pod_name: str, namespace: str,
-                 secrets: Mapping[str, Mapping[str, str]], claims: Mapping[str, Path],
-                 termination_log: Path, net: str) -> list[str]:
-    """``podman run`` options and arguments that run ``template``'s one container."""
-    spec = template["spec"]
-    known(spec, {"restartPolicy", "automountServiceAccountToken", "securityContext",
-                 "containers", "volumes"}, "pod spec")
-    assert spec["restartPolicy"] == "Never"
-    assert spec["automountServiceAccountToken"] is False  # so nothing is mounted for it
-    (ctr,) = spec["containers"]
-    known(ctr, {"name", "image", "imagePullPolicy", "command", "args", "env", "resources",
-                "volumeMounts", "terminationMessagePath", "terminationMessagePolicy",
-                "securityContext"}, "container")
-    options = ["--name", pod_name, "--network", net, "--pull", "never",
-               "--health-interval", "disable"]
-
-    pod_security = spec["securityContext"]
-    known(pod_security, {"runAsNonRoot", "runAsUser", "runAsGroup", "fsGroup",
-                         "fsGroupChangePolicy", "seccompProfile"}, "pod securityContext")
-    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}  # podman's default
-    user, group = pod_security["runAsUser"], pod_security["runAsGroup"]
-    assert user != 0 or not pod_security["runAsNonRoot"]
-    options += ["--user", f"{user}:{group}", "--group-add", str(pod_security["fsGroup"])]
-    security = ctr["securityContext"]
-    known(security, {"allowPrivilegeEscalation", "readOnlyRootFilesystem", "runAsNonRoot",
-                     "capabilities"}, "container securityContext")
-    if security["allowPrivilegeEscalation"] is False:
-        options += ["--security-opt", "no-new-privileges"]
-    if security["readOnlyRootFilesystem"]:
-        # Without podman's own tmpfs on /tmp, /run and /var/tmp: only the pod's volumes write.
-        options += ["--read-only", "--read-only-tmpfs=false"]
-    known(security["capabilities"], {"drop"}, "capabilities")
-    options += [arg for cap in security["capabilities"]["drop"] for arg in ("--cap-drop", cap)]
-
-    limits = (ctr.get("resources") or {}).get("limits") or {}
-    known(limits, {"memory", "cpu"}, "resources.limits")
-    if "memory" in limits:
-        options += ["--memory", str(quantity_bytes(limits["memory"]))]
-
-    fields = {"metadata.namespace": namespace, "metadata.name": pod_name}
-    for var in ctr["env"]:
-        known(var, {"name", "value", "valueFrom"}, f"env {var['name']}")
-        if "value" in var:
-            value = var["value"]
-        elif "secretKeyRef" in var["valueFrom"]:
-            ref = var["valueFrom"]["secretKeyRef"]
-            value = secrets[ref["name"]][ref["key"]]
-        else:
-            value = fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
-        options += ["-e", f"{var['name']}={value}"]
-
-    volumes = {volume["name"]: volume for volume in spec["volumes"]}
-    for mount in ctr["volumeMounts"]:
-        known(mount, {"name", "mountPath", "readOnly"}, f"volumeMount {mount['name']}")
-        volume = volumes[mount["name"]]
-        if "persistentVolumeClaim" in volume:
-            claim = volume["persistentVolumeClaim"]
-            read_only = mount.get("readOnly") or claim.get("readOnly")
-            options += ["-v", f"{claims[claim['claimName']]}:{mount['mountPath']}"
-                              f"{':ro' if read_only else ''}"]
-        elif "emptyDir" in volume:
-            size = quantity_bytes(volume["emptyDir"].get("sizeLimit", "64Mi"))
-            options += ["--tmpfs", f"{mount['mountPath']}:rw,size={size},mode=1777"]
-        else:
-            pytest.fail(f"volume {mount['name']}: no podman equivalent taught", pytrace=False)
-
-    assert ctr["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    options += ["-v", f"{termination_log}:{ctr['terminationMessagePath']}"]
-    command, args = ctr["command"], ctr["args"]
-    return [*options, "--entrypoint", json.dumps(command[:1]), ctr["image"],
-            *command[1:], *args]
-
-
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -146,13 +57,16 @@ def run_pod(job: Mapping[str, Any], template: Mapping[str, Any], tmp_path: Path,
             secrets: Mapping[str, Mapping[str, str]],
             claims: Mapping[str, Path]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the pod to its end; the Job and the pod as the API server would then show them."""
+    # One run of one pod: Kubernetes retries by new pods (backoffLimit), never in place.
+    assert template["spec"]["restartPolicy"] == "Never"
+    assert template["spec"]["automountServiceAccountToken"] is False  # it needs no API
     pod_name = f"{job['metadata']['name']}-{uuid.uuid4().hex[:5]}"
     termination_log = tmp_path / f"{pod_name}.termination-log"
     termination_log.touch()
     shutil.chown(termination_log, template["spec"]["securityContext"]["runAsUser"])
-    args = pod_run_args(template, pod_name=pod_name, namespace=job["metadata"]["namespace"],
-                        secrets=secrets, claims=claims, termination_log=termination_log,
-                        net=net)
+    node = Node(namespace=job["metadata"]["namespace"], network=net, secrets=secrets,
+                claims=claims, termination_log=termination_log)
+    args = pod_run_args(template, pod_name, node)
     started = now()
     try:
         proc = subprocess.run(["podman", "run", *args], env=engine_env(), capture_output=True,

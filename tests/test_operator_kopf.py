@@ -67,12 +67,17 @@ def status_of(op: Any, name: str, type_: str) -> tuple[str, str] | None:
     return (condition["status"], condition["reason"]) if condition else None
 
 
-@pytest.mark.parametrize("login", ["kubeconfig", "in-cluster"])
+@pytest.mark.parametrize("login", ["kubeconfig", "in-cluster",
+                                   pytest.param("in-image", marks=pytest.mark.containers)])
 async def test_create_runs_at_once_and_a_good_run_is_ready(kmock: SnapshotsEmulator,
-                                                          login: str) -> None:
+                                                          login: str,
+                                                          request: pytest.FixtureRequest) -> None:
     """The whole life of a source, with the operator logged in as a user would run it:
-    from a kubeconfig outside a cluster, from the pod's service account inside one."""
-    async with running_operator(kmock, login=login) as op:
+    from a kubeconfig outside a cluster, from the pod's service account inside one, and as
+    the Deployment in manifests/ runs it: in the built image, with that service account."""
+    image = request.getfixturevalue("product_image") if login == "in-image" else None
+    async with running_operator(kmock, login="in-cluster" if image else login,
+                                image=image) as op:
         created = await op.create_source("users", SPEC)
         uid = created["metadata"]["uid"]
 

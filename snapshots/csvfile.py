@@ -378,8 +378,9 @@ class MisplacedQuote:
 
 
 def _quote_grammar(options: CsvOptions) -> tuple[bytes, bytes, re.Pattern[bytes]] | None:
-    """(quote, boundary bytes, the pattern of well-placed quotes), or None when a byte-level
-    check is not safe (see CsvOptions.quotes_bytewise)."""
+    """(quote, the bytes a well-placed quote may follow or precede, the pattern of
+    well-placed quotes), or None when a byte-level check is not safe (see
+    CsvOptions.quotes_bytewise)."""
     if not options.quotes_bytewise:
         return None
     quote, delimiter = options.quote.encode(), options.delimiter.encode()
@@ -461,9 +462,9 @@ class StrayQuotes:
 
 
 def misplaced_quote(record: bytes, options: CsvOptions) -> MisplacedQuote | None:
-    """The first misplaced quote of one whole record (the line break, if any, included)."""
-    check = StrayQuotes(options, bom=False)
-    return check.find(record) or check.find(options.delimiter.encode())
+    """The first misplaced quote of one whole record (the line break, if any, included); a
+    record's end is a field's end, so a quote closing the last field is well placed."""
+    return StrayQuotes(options, bom=False).find(record)
 
 
 def first_stray_quote(path: Path, options: CsvOptions, end: int,

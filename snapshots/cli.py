@@ -638,7 +638,7 @@ def list_cmd(ctx: click.Context, files: tuple[Path, ...], fmt: str, statuses: tu
         ctx.exit(0 if all(s["state"] == "imported" for s in states) else 1)
     records = list_snapshots(conninfo, table=settings.table_name, schema=settings.schema,
                              statuses=statuses, every_attempt=every)
-    render_records(records, fmt, sys.stdout, table=settings.table_name)
+    render_records(records, fmt, sys.stdout, table=settings.table_name, statuses=statuses)
 
 
 # --------------------------------------------------------------------------- forget

@@ -98,7 +98,8 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
 # --------------------------------------------------------------------------- list
 
 
-def render_records(records: Sequence[Record], fmt: str, out: TextIO, *, table: str) -> None:
+def render_records(records: Sequence[Record], fmt: str, out: TextIO, *, table: str,
+                   statuses: Sequence[str] = ()) -> None:
     from snapshots.store import record_json
 
     if fmt == "json":
@@ -112,7 +113,7 @@ def render_records(records: Sequence[Record], fmt: str, out: TextIO, *, table: s
         for row in rows:
             writer.writerow([_csv_value(row[k]) for k in keys])
     elif is_terminal(out):
-        _rich_table(records, out, table=table)
+        _rich_table(records, out, table=table, statuses=statuses)
     else:
         _plain_table(records, out)
 
@@ -181,13 +182,16 @@ def _plain_table(records: Sequence[Record], out: TextIO) -> None:
                   .rstrip() + "\n")
 
 
-def _rich_table(records: Sequence[Record], out: TextIO, *, table: str) -> None:
+def _rich_table(records: Sequence[Record], out: TextIO, *, table: str,
+                statuses: Sequence[str] = ()) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(file=out)
     if not records:
-        console.print(f"no snapshots imported into {table} yet")
+        # Filtered by --status, an empty list says nothing about the rest of the table.
+        console.print(f"no {' or '.join(statuses)} snapshots in {table}" if statuses
+                      else f"no snapshots imported into {table} yet")
         return
     rows = [_cells(record) for record in records]
     widths = [max(len(heading), *(len(row[i]) for row in rows))

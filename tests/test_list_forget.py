@@ -462,3 +462,15 @@ def test_list_table_on_a_narrow_terminal_keeps_ids_and_counts(
     assert "ERROR" not in text  # no record has one
     if width >= 250:
         assert "SHA256" in text and "abababababab" in text
+
+
+def test_an_empty_filtered_list_names_the_filter() -> None:
+    # Four files imported, none failed: "no snapshots imported yet" would be false.
+    from snapshots.output import _rich_table
+
+    out = io.StringIO()
+    _rich_table([], out, table="t", statuses=("failed",))
+    assert out.getvalue().strip() == "no failed snapshots in t"
+    out = io.StringIO()
+    _rich_table([], out, table="t")
+    assert out.getvalue().strip() == "no snapshots imported into t yet"

@@ -98,7 +98,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             ctx.exit(int(exc.exit_code))
         except KeyboardInterrupt:
             _report_error("interrupted; a load in flight was rolled back, nothing half-written")
-            ctx.exit(130)
+            ctx.exit(int(ExitCode.INTERRUPTED))
         except BrokenPipeError:  # `snapshots list | head`: the reader has all it wants
             _quiet_stdout()
             ctx.exit(int(ExitCode.OK))
@@ -541,17 +541,17 @@ def sync_cmd(ctx: click.Context, data_dir: Path, once: bool, patterns: tuple[str
         if server is not None:
             server.stop()
     if not once:
-        ctx.exit(0)
+        ctx.exit(int(ExitCode.OK))
     write_summary(summary, settings.table_name, summary_file)
     if options["pushgateway"]:
         push(options["pushgateway"], metrics, job="snapshots_sync", table=settings.table_name,
              schema=settings.schema)
     click.echo(summary.as_json(settings.table_name))
     if summary.interrupted:
-        ctx.exit(130)
+        ctx.exit(int(ExitCode.INTERRUPTED))
     if summary.database_error and not (summary.imported or summary.skipped):
         ctx.exit(int(ExitCode.DATABASE))
-    ctx.exit(0 if summary.ok else 1)
+    ctx.exit(int(ExitCode.OK if summary.ok else ExitCode.FAILED))
 
 
 # --------------------------------------------------------------------------- retry
@@ -818,7 +818,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         _report_error("interrupted", fmt=_early_log_format())
-        sys.exit(130)
+        sys.exit(int(ExitCode.INTERRUPTED))
     except click.ClickException as exc:
         # Usage errors (the seed's `snapshots FILE` form included) look like every other
         # error: one `error:` line and a hint, rather than Click's usage block and `Error:`.

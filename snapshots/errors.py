@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # a file failed, or (list FILE...) a file is not imported
     USAGE = 2
     DATABASE = 3  # the database cannot be reached or refuses the login
+    INTERRUPTED = 130  # Ctrl-C or a shutdown signal (128 + SIGINT, as shells report it)
 
 
 class SnapshotsError(Exception):

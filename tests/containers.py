@@ -5,8 +5,8 @@ images from Debian packages (debootstrap from the apt mirror this machine uses, 
 ``podman import``), the product's image from the real ``Dockerfile`` on the Python one, and
 stand-ins for the official ``postgres``, ``prom/prometheus`` and ``prom/pushgateway`` images
 on the other (tests/containers/*.Containerfile). Base images are tagged by a digest of their
-recipe and reused across runs; the product's image is built once per test session (podman's
-layer cache keeps a rebuild of unchanged sources quick).
+recipe and reused across runs; the product's image is built once per test session and
+removed at its end.
 
 podman reads tests/containers/containers.conf (through ``CONTAINERS_CONF``): the settings
 this kind of machine needs, without touching the host's own configuration.
@@ -149,11 +149,16 @@ def base_image(spec: BaseImage) -> str:
     return spec.tag
 
 
-def build(tag: str, containerfile: Path, context: Path, base: str,
+def build(tag: str, containerfile: Path, context: Path, base: str, *, layers: bool = True,
           timeout: float = 1200) -> str:
-    """``podman build`` in Docker format (OCI images drop HEALTHCHECK), ``BASE`` set."""
-    podman("build", "--format", "docker", "--build-arg", f"BASE={base}", "-f",
-           str(containerfile), "-t", tag, str(context), timeout=timeout)
+    """``podman build`` in Docker format (OCI images drop HEALTHCHECK), ``BASE`` set.
+
+    ``layers=False`` keeps no intermediate images: for an image rebuilt from changed sources
+    every run, whose cached layers would only pile up.
+    """
+    podman("build", "--format", "docker", f"--layers={str(layers).lower()}",
+           "--build-arg", f"BASE={base}", "-f", str(containerfile), "-t", tag, str(context),
+           timeout=timeout)
     return tag
 
 
@@ -172,7 +177,7 @@ def build_product_image() -> str:
     """The product's image from the real Dockerfile, on the Debian Python base."""
     base = base_image(PYTHON_BASE)
     return build(f"{PREFIX}/snapshots:{uuid.uuid4().hex[:8]}", PROJECT / "Dockerfile",
-                 PROJECT, base)
+                 PROJECT, base, layers=False)
 
 
 @contextmanager
@@ -214,8 +219,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def product_image() -> Iterator[str]:
-    """The image built from the project's Dockerfile; untagged again at the session's end
-    (its layers stay in podman's cache for the next build)."""
+    """The image built from the project's Dockerfile, removed at the session's end."""
     require_engine()
     tag = build_product_image()
     yield tag

@@ -24,6 +24,7 @@ import yaml
 from containers import PROJECT, engine_env, network, postgres
 from kubelet import Node, pod_run_args
 
+from snapshots.errors import ExitCode
 from snapshots_operator import resources
 
 pytestmark = pytest.mark.containers
@@ -153,6 +154,6 @@ def test_the_operators_job_runs_in_the_image(product_image: str, tmp_path: Path,
                  for name, data in secrets.items()}
         finished, pod = run_pod(job, job["spec"]["template"], tmp_path, net, wrong, claims)
         outcome = resources.run_outcome(finished, [pod])
-        assert not outcome.succeeded and outcome.exit_code == resources.EXIT_DATABASE
+        assert not outcome.succeeded and outcome.exit_code == ExitCode.DATABASE
         assert outcome.reason == "DatabaseUnreachable", outcome
         assert "wrong" not in outcome.message and "password" in outcome.message

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import kopf
 from aiohttp import web
 
+from snapshots.errors import ExitCode
 from snapshots_operator import GROUP, __version__, handlers, resources
 from snapshots_operator.metrics import OperatorMetrics
 
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"snapshots-operator: {exc}", file=sys.stderr)
         print("hint: run it in a pod with a service account, or point KUBECONFIG at a "
               "kubeconfig whose current context reaches the cluster", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(int(ExitCode.FAILED))
     context = handlers.Context(kube=Kube(api_client), config=config)
     log.info("snapshots-operator %s watching %s; Jobs run %s", __version__,
              "all namespaces" if args.all_namespaces else ", ".join(args.namespaces),
@@ -197,4 +198,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         asyncio.run(_main())
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(int(ExitCode.INTERRUPTED))

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from snapshots.errors import ExitCode  # what `sync --once` exits with: one enum, both sides
 from snapshots_operator import API_VERSION, KIND, __version__
 
 # --------------------------------------------------------------------------- names & labels
@@ -42,11 +43,6 @@ TRIGGER_SYNC_NOW = "sync-now"
 CRONJOB_NAME_MAX = 52   # the CronJob controller appends 11 characters to make Job names
 JOB_NAME_MAX = 63       # a Job's name becomes a label value of its pods
 LABEL_VALUE_MAX = 63
-
-# Exit codes of `snapshots sync --once` (see the README).
-EXIT_FAILED = 1
-EXIT_DATABASE = 3
-EXIT_INTERRUPTED = 130
 
 # --------------------------------------------------------------------------- defaults
 
@@ -328,7 +324,8 @@ def job_spec(source: Mapping[str, Any], config: OperatorConfig,
         "podFailurePolicy": {"rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             {"action": "FailJob", "onExitCodes": {
-                "containerName": CONTAINER, "operator": "NotIn", "values": [EXIT_DATABASE]}},
+                "containerName": CONTAINER, "operator": "NotIn",
+                "values": [int(ExitCode.DATABASE)]}},
         ]},
         "template": pod_template(source, config, trigger),
     }
@@ -559,11 +556,11 @@ def run_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Ru
                 "raise spec.resources.limits.memory")
     elif summary and summary.get("interrupted"):
         reason, text = "Interrupted", f"the run was interrupted; {summary_message(summary)}"
-    elif summary and summary.get("database_error") and exit_code == EXIT_DATABASE:
+    elif summary and summary.get("database_error") and exit_code == ExitCode.DATABASE:
         reason, text = "DatabaseUnreachable", summary_message(summary)
     elif summary:
         reason, text = "ImportFailed", summary_message(summary)
-    elif exit_code == EXIT_DATABASE:
+    elif exit_code == ExitCode.DATABASE:
         reason = "DatabaseUnreachable"
         text = _last_line(message) or "the database could not be reached"
     else:

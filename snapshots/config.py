@@ -7,6 +7,7 @@ default.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 from collections.abc import Mapping
@@ -165,7 +166,7 @@ def connect(conninfo: str, *, autocommit: bool = True) -> psycopg.Connection:
     except psycopg.OperationalError as exc:
         reason = scrub(connection_reason(exc), full)
         raise DatabaseUnavailable(f"cannot connect to {describe(conninfo)}: {reason}",
-                                  hint=connection_hint(reason)) from None
+                                  hint=connection_hint(reason, login_user(full))) from None
 
 
 # libpq's and the server's words for "a login is missing or wrong" (fe_sendauth: no password
@@ -174,12 +175,38 @@ _LOGIN_REFUSED = re.compile(r"no password supplied|authentication failed|"
                             r"password is required|no pg_hba\.conf entry", re.I)
 
 
-def connection_hint(reason: str) -> str:
+_WRONG_PASSWORD = re.compile(r"password authentication failed", re.I)
+
+
+def login_user(conninfo: str) -> tuple[str | None, bool]:
+    """The user libpq logs in as (the conninfo's, PGUSER's, else the OS user's name), and
+    whether it is that last default."""
+    try:
+        user = conninfo_to_dict(conninfo).get("user") or os.environ.get("PGUSER")
+    except psycopg.ProgrammingError:
+        user = os.environ.get("PGUSER")
+    if user:
+        return str(user), False
+    try:
+        return getpass.getuser(), True
+    except (KeyError, OSError):
+        return None, True
+
+
+def connection_hint(reason: str, login: tuple[str | None, bool] = (None, False)) -> str:
     """What to do next: a refused login says how to give one, since the seed's
-    `host:port` form carries no user or password."""
+    `host:port` form carries no user or password, and names the user libpq tried (by default
+    the OS user, which a ~/.pgpass line for another user does not match)."""
+    user, by_default = login
+    as_user = f" for user {user!r}" if user else ""
+    if _WRONG_PASSWORD.search(reason):
+        return (f"the server refused the password{as_user}: check PGPASSWORD, the "
+                "~/.pgpass line (host:port:db:user:password) or the password in "
+                "--database postgresql://user:password@host:port/db")
     if _LOGIN_REFUSED.search(reason):
-        return ("give a login: PGUSER and PGPASSWORD, a ~/.pgpass line "
-                "(host:port:db:user:password), or "
+        default = " (libpq's default: your OS user)" if user and by_default else ""
+        return (f"give a login{as_user}{default}: PGUSER and PGPASSWORD, a ~/.pgpass line "
+                "(host:port:db:user:password, for that user), or "
                 "--database postgresql://user:password@host:port/db")
     return "check --database / SNAPSHOTS_DATABASE, that the server runs, and the login"
 

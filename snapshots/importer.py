@@ -649,8 +649,10 @@ class Importer:
                     parts.append(f"added {', '.join(added)}")
                 if missing:
                     parts.append(f"missing {', '.join(missing)}")
-                hint = "use --schema-evolution add to add new columns and load missing ones " \
-                    "as NULL"
+                # Both ways out: the same data grown new columns, or other data that wants a
+                # table of its own (every file goes to one table unless --table says another).
+                hint = "the same data with new columns: --schema-evolution add (missing ones " \
+                    "load as NULL); other data: --table NAME loads it into a table of its own"
                 other = _likely_delimiter(header, self.options.csv.delimiter)
                 if other is not None:
                     hint = f"the header reads as one column: is the file delimited by " \

@@ -25,6 +25,7 @@ The minimal grants these tests verify (they are the README's):
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import socket
@@ -277,6 +278,8 @@ def test_wrong_password_exits_3_and_never_shows_it(tmp_path: Path, cli_env: dict
         result = run_cli("--database", uri, *args, env=cli_env)
         assert result.returncode == 3, result.stderr
         assert "password authentication failed" in result.stderr
+        # A login was given: the hint is about its password, for the user it names.
+        assert f"hint: the server refused the password for user {role!r}" in result.stderr
         assert wrong not in result.stdout + result.stderr
         assert password not in result.stdout + result.stderr
         if "-vv" not in args:
@@ -318,8 +321,9 @@ def test_seed_form_without_a_password_says_how_to_give_a_login(
     hints = [line for line in result.stderr.splitlines() if line.startswith("hint:")]
     assert len(hints) == 1, result.stderr
     for way in ("PGUSER", "PGPASSWORD", "~/.pgpass",
-                "postgresql://user:password@host:port/db"):
+                "postgresql://user:password@host:port/db", f"for user {role!r}"):
         assert way in hints[0], result.stderr
+    assert "your OS user" not in hints[0]  # PGUSER named it
     # What the hint says works: the same form with PGPASSWORD logs in (the role may not
     # create tables, so it lists rather than imports).
     result = run_cli("--database", target, "list", env={**env, "PGPASSWORD": password})
@@ -714,3 +718,16 @@ def test_a_sql_ascii_database_loads_and_lists(tmp_path: Path, cli_env: dict[str,
     with psycopg.connect(sql_ascii_url, client_encoding="UTF8") as conn:
         assert conn.execute("SELECT name FROM snapshots ORDER BY id").fetchall() == [
             ("Zoë",), ("Jake",)]
+
+
+def test_a_missing_login_names_the_os_user_libpq_defaults_to(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A ~/.pgpass line for user postgres does not match when libpq logs in as the OS user.
+    monkeypatch.delenv("PGUSER", raising=False)
+    login = config.login_user("host=db port=5432")
+    assert login == (getpass.getuser(), True)
+    hint = config.connection_hint("fe_sendauth: no password supplied", login)
+    assert f"give a login for user {getpass.getuser()!r} (libpq's default: your OS user)" in hint
+    assert config.login_user("postgresql://ana@db/x") == ("ana", False)
+    monkeypatch.setenv("PGUSER", "bob")
+    assert config.login_user("host=db") == ("bob", False)

@@ -295,6 +295,8 @@ def test_strict_refuses_different_columns_and_writes_nothing(snap: Snap) -> None
     assert "columns differ from table public.snapshots: added extra, other; missing n; " \
            "nothing written" in result.stderr
     assert "--schema-evolution add" in result.stderr
+    # Other data altogether (a new user's first unrelated file) belongs in a table of its own.
+    assert "--table NAME loads it into a table of its own" in result.stderr
     assert snap.column_types() == {"id": "bigint", "name": "text", "n": "bigint",
                                    "snapshot_id": "bigint"}
     assert snap.data(columns="id") == [(1,)]

@@ -25,11 +25,15 @@ Scenarios (each side loads the same bytes into a table of the same column types)
              two threads, plain COPY, no checks): how close a Python client can get at all
   many       10 files of --rows/10 rows each into an existing table with --jobs 1 and
              --jobs 2, vs one psql running \\copy of the 10 files one after another
+  small-files  1,000 files of 200 rows (`import DIR`, --jobs 1 and the default) into an
+             existing table, vs the psql loop: one psql session running one \\copy per file,
+             each in its own transaction (autocommit)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import random
 import shutil
@@ -335,6 +339,56 @@ def scenario_many(uri: str, data: Path, rows: int, rounds: int) -> list[Series]:
     return [psql, one, two]
 
 
+SMALL_FILES, SMALL_ROWS = 1000, 200
+
+
+def scenario_small(uri: str, rounds: int) -> tuple[list[Series], int, float]:
+    """Per-file overhead: the same 1,000 small files each round, under new snapshot names
+    for snapshots (a new date each) and as they are for psql."""
+    sources = []
+    for k in range(SMALL_FILES):
+        path = WORK / "small" / f"small_{k}.csv"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            generate(path, SMALL_ROWS, seed=1000 + k)
+        sources.append(path)
+    equal_tables(uri, sources[0], "bench_small")
+    psql = Series(f"psql loop: \\copy of {SMALL_FILES:,} files, one session")
+    one = Series(f"snapshots import DIR, {SMALL_FILES:,} files, --jobs 1")
+    default = Series(f"snapshots import DIR, {SMALL_FILES:,} files, default --jobs")
+    day = dt.date(2001, 1, 1)
+
+    def directory() -> Path:
+        nonlocal day
+        target = WORK / "small" / f"round_{day:%Y%m%d}"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        for source in sources:
+            os.link(source, target / f"snapshot_{day:%Y%m%d}.csv")
+            day += dt.timedelta(days=1)
+        return target
+
+    def ours(series: Series, jobs: int | None) -> None:
+        target = directory()
+        settle(uri)
+        series.samples.append(timed(
+            [*SNAPSHOTS, "-q", "--database", uri, "--table", "bench_small", "import",
+             *(["--jobs", str(jobs)] if jobs else []), str(target)], env=snapshots_env()))
+        shutil.rmtree(target)
+
+    for n in range(rounds):
+        steps: list[Callable[[], None]] = [
+            lambda: psql.samples.append(psql_copy_many(uri, "bench_small_psql", sources)),
+            lambda: ours(one, 1),
+            lambda: ours(default, None),
+        ]
+        for step in steps if n % 2 == 0 else reversed(steps):
+            step()
+            sql(uri, "TRUNCATE bench_small_psql", "TRUNCATE bench_small")
+    size_mb = sum(path.stat().st_size for path in sources) / 1e6
+    return [psql, one, default], SMALL_FILES * SMALL_ROWS, size_mb
+
+
 def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series]:
     ours, theirs = Series("snapshots import (creates table)"), Series("psql \\copy")
     for n in range(rounds):
@@ -403,8 +457,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", choices=["existing", "first", "upsert", "parallel", "many"],
-                        action="append")
+    parser.add_argument("--only", choices=["existing", "first", "upsert", "parallel", "many",
+                                           "small-files"], action="append")
     parser.add_argument("--database", help="use this server instead of an embedded one "
                         "(it must have default settings for a fair comparison)")
     args = parser.parse_args()
@@ -416,7 +470,8 @@ def main() -> None:
     print(f"generating {args.rows:,} rows ...", file=sys.stderr)
     generate(data, args.rows, seed=42)
     size_mb = data.stat().st_size / 1e6
-    only = set(args.only or ["existing", "first", "upsert", "parallel", "many"])
+    only = set(args.only or ["existing", "first", "upsert", "parallel", "many",
+                             "small-files"])
     base = Path(tempfile.mkdtemp(prefix="snapshots-bench-", dir="/tmp"))
     stop: Callable[[], None] = lambda: None  # noqa: E731
     try:
@@ -467,6 +522,12 @@ def main() -> None:
             lines += [row(psql, args.rows, size_mb, None),
                       row(one, args.rows, size_mb, psql),
                       row(two, args.rows, size_mb, psql)]
+        if "small-files" in only:
+            print("1,000 small files ...", file=sys.stderr)
+            (psql, one, default), rows, small_mb = scenario_small(uri, args.rounds)
+            lines += [row(psql, rows, small_mb, None),
+                      row(one, rows, small_mb, psql, "<= 1.5x"),
+                      row(default, rows, small_mb, psql, "<= 1.5x")]
         print("\n".join(lines))
     finally:
         stop()

@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint smoke tools bench clean
+.PHONY: run test lint smoke tools bench docs clean
 
 $(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ run: $(RUN_STAMP)
 	$(BIN)/snapshots list
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check snapshots operator tests benchmarks charts
+	$(BIN)/ruff check snapshots operator tests benchmarks charts docs
 
 tools:
 	@$(PYTHON) .ci/check_tools.py
@@ -44,6 +44,9 @@ test: $(TEST_STAMP) lint tools
 	else \
 		echo "note: smoke subset against PostgreSQL 15 skipped (set SNAPSHOTS_SMOKE_DATABASE)"; \
 	fi
+
+docs: $(TEST_STAMP)
+	$(BIN)/python docs/gen_cli_reference.py
 
 bench: $(RUN_STAMP)
 	$(BIN)/python benchmarks/import_throughput.py

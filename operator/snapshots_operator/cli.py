@@ -33,7 +33,8 @@ def _env_list(name: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The operator's options (docs/gen_cli_reference.py renders its help into docs/cli.md)."""
     parser = argparse.ArgumentParser(
         prog="snapshots-operator",
         description="Run the SnapshotSource operator: a CronJob per source running "
@@ -70,6 +71,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         default=bool(os.environ.get("SNAPSHOTS_OPERATOR_VERBOSE")),
                         help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.all_namespaces and not args.namespaces:
         args.namespaces = _env_list("SNAPSHOTS_OPERATOR_NAMESPACES")

@@ -26,7 +26,7 @@ from psycopg.copy import QueuedLibpqWriter
 from snapshots import schema as ddl
 from snapshots import store
 from snapshots.config import connect, first_line
-from snapshots.copyerrors import input_error_from_copy, physical_line
+from snapshots.copyerrors import input_error_from_copy
 from snapshots.csvfile import (
     TEXT,
     Hashed,
@@ -49,6 +49,10 @@ from snapshots.csvfile import (
     split_records,
     widen_type,
 )
+from snapshots.engine.columns import drop_view, infer_types, reconcile_columns, stream_inference
+from snapshots.engine.context import LoadContext, ProgressCallback
+from snapshots.engine.merge import check_keys, merge_staged, stage_table
+from snapshots.engine.target import Target
 from snapshots.errors import (
     ConflictError,
     DatabaseUnavailable,
@@ -62,12 +66,12 @@ from snapshots.errors import (
 )
 from snapshots.options import ImportOptions, worth_parts
 from snapshots.prehash import Prehasher
+from snapshots.rejects import load_skipping
 
 log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 4 << 20  # bytes read to guess types before the table is created
 MAX_WIDENINGS = 64  # a file can't need more retries than this without something being wrong
-ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
 @dataclass
@@ -93,17 +97,6 @@ class FileResult:
     @property
     def ok(self) -> bool:
         return self.result in ("imported", "skipped", "validated", "busy")
-
-
-@dataclass
-class _Target:
-    """Where rows go in this load, and how the file's columns map onto it."""
-
-    schema: str
-    table: str
-    mode: str  # append | upsert
-    info: ddl.TableInfo | None
-    file_columns: tuple[str, ...]
 
 
 class Importer:
@@ -134,6 +127,11 @@ class Importer:
         self._hashed: Hashed | None = None
 
     # ------------------------------------------------------------------ lifecycle
+
+    def _ctx(self) -> LoadContext:
+        """What a load step is given (the options as this file has them)."""
+        return LoadContext(self.conn, self.schema, self.table, self.options, self.cancel,
+                           self.progress)
 
     def close(self) -> None:
         for conn in [self.conn, *self._helpers]:
@@ -394,7 +392,7 @@ class Importer:
                                              rejected=rejected, same_content_as=same)
         return rows, rejected, detail
 
-    def _supersede(self, existing: store.Record | None, target: _Target) -> None:
+    def _supersede(self, existing: store.Record | None, target: Target) -> None:
         """--replace: the earlier import's rows go (append) and its record says `replaced`."""
         if existing is None:
             return
@@ -439,7 +437,7 @@ class Importer:
         or by the next run's reaper."""
         target = self._target(header)
         assert target.info is not None
-        columns = self._reconcile_columns(path, header, target)
+        columns = reconcile_columns(self._ctx(), path, header, target)
         if target.mode == "upsert":
             self._guard_time_order(path, day, existing)  # fail before the load, not after
         if target.mode == "append":
@@ -483,11 +481,11 @@ class Importer:
                         # loading the file once more in one stream (error path only).
                         assert target.info is not None
                         with self.conn.transaction():
-                            ordered = self._stage(target, columns)
+                            ordered = stage_table(self._ctx(), columns)
                             self._copy_with_errors(path, ordered, columns, sha)
-                            self._check_keys(path, ordered, target.info.primary_key)
+                            check_keys(self._ctx(), path, ordered, target.info.primary_key)
 
-                    detail = self._merge(path, relation, target, columns,
+                    detail = merge_staged(self._ctx(), path, relation, target, columns,
                                          relocate=in_file_order)
                     ddl.drop_table(self.conn, self.schema, name)
                 self._took = store.mark_imported(self.conn, self.schema, import_id, rows=rows,
@@ -576,7 +574,7 @@ class Importer:
             raise exc
         return sum(rows)
 
-    def _target(self, header: Header) -> _Target:
+    def _target(self, header: Header) -> Target:
         info = ddl.describe_table(self.conn, self.schema, self.table)
         mode = self.options.mode
         if info is None:
@@ -585,7 +583,7 @@ class Importer:
                     f"--mode upsert needs an existing table {self.schema}.{self.table} "
                     "with a primary key", hint="create the table first, or use --mode append")
             ddl.latest_view_name(self.table)  # too long a name fails now, not after the load
-            return _Target(self.schema, self.table, "append", None, header.names)
+            return Target(self.schema, self.table, "append", None, header.names)
         if mode == "auto":
             if info.has_snapshot_id:
                 mode = "append"
@@ -605,7 +603,7 @@ class Importer:
         if mode == "upsert" and info.has_snapshot_id:
             raise UsageError(f"{self.schema}.{self.table} is an append-mode table (it has "
                              "snapshot_id); upsert would break its history")
-        return _Target(self.schema, self.table, mode, info, header.names)
+        return Target(self.schema, self.table, mode, info, header.names)
 
     def _guard_time_order(self, path: Path, day: object, existing: store.Record | None) -> None:
         if day is None or self.options.force:
@@ -618,94 +616,6 @@ class Importer:
                 f"{path}: snapshot date {day} is older than {name} ({newest}), already merged "
                 f"into {self.schema}.{self.table}; nothing written",
                 hint="upsert never moves time backwards; --force merges it anyway")
-
-    # ------------------------------------------------------------------ columns
-
-    def _overrides(self, names: Sequence[str]) -> dict[int, str]:
-        unknown = set(self.options.types) - set(names)
-        if unknown:
-            raise UsageError(f"--type names a column the file does not have: "
-                             f"{', '.join(sorted(unknown))}")
-        result = {}
-        for index, name in enumerate(names):
-            if name in self.options.types:
-                result[index] = ddl.check_type_name(self.conn, self.options.types[name])
-        return result
-
-    def _reconcile_columns(self, path: Path, header: Header, target: _Target) -> tuple[str, ...]:
-        """Match the file to an existing table; add columns under --schema-evolution add.
-
-        Returns the table's columns in the file's order (what COPY's column list names).
-        """
-        assert target.info is not None
-        table_columns = target.info.data_columns
-        file_columns = list(header.names)
-        added = [c for c in file_columns if c not in table_columns]
-        missing = [c for c in table_columns if c not in file_columns]
-        if added or missing:
-            if self.options.schema_evolution == "strict":
-                parts = []
-                if added:
-                    parts.append(f"added {', '.join(added)}")
-                if missing:
-                    parts.append(f"missing {', '.join(missing)}")
-                # Both ways out: the same data grown new columns, or other data that wants a
-                # table of its own (every file goes to one table unless --table says another).
-                hint = "the same data with new columns: --schema-evolution add (missing ones " \
-                    "load as NULL); other data: --table NAME loads it into a table of its own"
-                other = _likely_delimiter(header, self.options.csv.delimiter)
-                if other is not None:
-                    hint = f"the header reads as one column: is the file delimited by " \
-                        f"{other!r}? say so with --delimiter"
-                raise SchemaDriftError(
-                    f"columns differ from table {self.schema}.{self.table}: {'; '.join(parts)}; "
-                    "nothing written", file=path, hint=hint)
-            lacking = [c for c in target.info.primary_key if c in missing]
-            if target.mode == "upsert" and lacking:
-                raise SchemaDriftError(
-                    f"the file lacks primary key column(s) {', '.join(lacking)}", file=path)
-            if added:
-                types = self._infer_types(path, header, only=added)
-                if target.mode == "append":
-                    self._drop_view()
-                ddl.add_columns(self.conn, self.schema, self.table,
-                                [(c, types[header.names.index(c)]) for c in added])
-                if target.mode == "append":
-                    ddl.create_latest_view(self.conn, self.schema, self.table)
-                target.info = ddl.describe_table(self.conn, self.schema, self.table)
-        return tuple(file_columns)
-
-    def _drop_view(self) -> None:
-        self.conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(
-            sql.Identifier(self.schema, ddl.latest_view_name(self.table))))
-
-    def _infer_types(self, path: Path, header: Header, *, only: Sequence[str] = (),
-                     limit_bytes: int | None = None,
-                     forced_text: Sequence[int] = ()) -> list[str]:
-        """An inference pass over the file (or its first `limit_bytes`), no COPY."""
-        inference = self._stream_inference(header.names, forced_text)
-        if only:
-            for index, name in enumerate(header.names):
-                if name not in only and index not in inference.exact.overrides:
-                    inference.exact.overrides[index] = TEXT  # not needed: skip the work
-        stream, _ = open_content(path)
-        read = 0
-        with stream:
-            for chunk in iter_chunks(stream):
-                inference.feed(chunk)
-                read += len(chunk)
-                if limit_bytes is not None and read >= limit_bytes:
-                    break
-        if limit_bytes is None or read < limit_bytes:
-            inference.finish()
-        return inference.types()
-
-    def _stream_inference(self, names: Sequence[str],
-                          forced_text: Sequence[int] = ()) -> StreamInference:
-        inference = StreamInference(len(names), self.options.csv, self._overrides(names))
-        for index in forced_text:
-            inference.widen(index)
-        return inference
 
     # ------------------------------------------------------------------ append
 
@@ -823,16 +733,16 @@ class Importer:
                 psycopg.errors.InvalidTextRepresentation) as exc:
             raise input_error_from_copy(exc, path, self.options.csv) from None
 
-    def _load_append(self, path: Path, header: Header, target: _Target,
+    def _load_append(self, path: Path, header: Header, target: Target,
                      sha: str) -> tuple[int, str]:
         relation = sql.Identifier(self.schema, self.table)
         if target.info is not None:
-            columns = self._reconcile_columns(path, header, target)
+            columns = reconcile_columns(self._ctx(), path, header, target)
             return self._append_existing(path, relation, columns, sha, target), ""
         return self._append_new(path, header, relation, sha)
 
     def _append_existing(self, path: Path, relation: sql.Composable, columns: Sequence[str],
-                         sha: str, target: _Target) -> int:
+                         sha: str, target: Target) -> int:
         if self.options.schema_evolution != "add":
             return self._copy_with_errors(path, relation, columns, sha)
         # --schema-evolution add: widen a column when a value needs it, then try again.
@@ -853,7 +763,7 @@ class Importer:
                 wider = widen_type(info.columns[column])
                 log.info("widening %s.%s from %s to %s", self.table, column,
                          info.columns[column], wider)
-                self._drop_view()
+                drop_view(self._ctx())
                 ddl.alter_column_type(self.conn, self.schema, self.table, column, wider)
                 ddl.create_latest_view(self.conn, self.schema, self.table)
             except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
@@ -873,15 +783,15 @@ class Importer:
             ddl.lock_key("table", self.schema, self.table)))
         info = ddl.describe_table(self.conn, self.schema, self.table)
         if info is not None:
-            target = _Target(self.schema, self.table, "append", info, header.names)
+            target = Target(self.schema, self.table, "append", info, header.names)
             if not info.has_snapshot_id:
                 raise UsageError(f"table {self.schema}.{self.table} appeared meanwhile "
                                  "without snapshot_id")
-            columns = self._reconcile_columns(path, header, target)
+            columns = reconcile_columns(self._ctx(), path, header, target)
             return self._append_existing(path, relation, columns, sha, target), ""
 
         names = header.names
-        created = self._infer_types(path, header, limit_bytes=SAMPLE_BYTES)
+        created = infer_types(self._ctx(), path, header, limit_bytes=SAMPLE_BYTES)
         ddl.create_append_table(self.conn, self.schema, self.table,
                                 list(zip(names, created, strict=True)), index=False, view=False)
         rows = self._copy_settling_types(path, relation, names, created, sha,
@@ -898,7 +808,7 @@ class Importer:
         run both load this way, so the dry run's verdict is the import's. `created` ends as
         the types the table has."""
         forced_text: list[int] = []  # columns COPY showed to need text (e.g. `""`)
-        inference: StreamInference | None = self._stream_inference(names)
+        inference: StreamInference | None = stream_inference(self._ctx(), names)
         for _ in range(MAX_WIDENINGS):
             try:
                 with self.conn.transaction():  # savepoint: a retry starts from an empty table
@@ -919,7 +829,7 @@ class Importer:
                 self._retype(table, names, created, [TEXT if i in forced_text else t
                                                      for i, t in enumerate(created)])
                 if inference is not None:
-                    inference = self._stream_inference(names, forced_text)
+                    inference = stream_inference(self._ctx(), names, forced_text)
         raise InputError("could not settle the column types", file=path)
 
     def _retype(self, table: tuple[str, str], names: Sequence[str], created: list[str],
@@ -931,176 +841,12 @@ class Importer:
 
     # ------------------------------------------------------------------ upsert
 
-    def _stage(self, target: _Target, columns: Sequence[str], *,
-               with_lines: bool = False) -> sql.Identifier:
-        """A temporary table shaped like the target's columns (no constraints, no WAL).
-
-        Records are numbered only when an error needs it (by heap order, which is file order
-        for a COPY); `with_lines` adds a `_record` column the skip path fills with lines.
-        """
-        stage = sql.Identifier("snapshots_stage")
-        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
-        self.conn.execute(sql.SQL(
-            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} LIMIT 0").format(
-            stage, sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-            sql.Identifier(self.schema, self.table)))
-        if with_lines:
-            self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN _record bigint").format(stage))
-        return stage
-
-    def _load_upsert(self, path: Path, header: Header, target: _Target,
+    def _load_upsert(self, path: Path, header: Header, target: Target,
                      sha: str) -> tuple[int, str]:
-        columns = self._reconcile_columns(path, header, target)
-        stage = self._stage(target, columns)
+        columns = reconcile_columns(self._ctx(), path, header, target)
+        stage = stage_table(self._ctx(), columns)
         rows = self._copy_with_errors(path, stage, columns, sha)
-        return rows, self._merge(path, stage, target, columns)
-
-    def _check_keys(self, path: Path, stage: sql.Identifier, pk: Sequence[str], *,
-                    physical_records: bool = False) -> None:
-        """Every key present and unique, or an error naming the key and its lines.
-
-        With `physical_records` the stage's `_record` holds each row's line (the skip path
-        knows it); otherwise rows are numbered in file order when an error needs it.
-        """
-        pk_ids = sql.SQL(", ").join(sql.Identifier(c) for c in pk)
-        offset = 1 if self.options.csv.header else 0
-        numbered = stage if physical_records else sql.SQL(
-            "(SELECT row_number() OVER (ORDER BY ctid) AS _record, * FROM {}) numbered").format(
-            stage)
-
-        def line_of(record: int) -> int:
-            if physical_records:
-                return record
-            return physical_line(path, self.options.csv, record + offset)
-
-        missing = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(c))
-                                       for c in pk)
-        if self.conn.execute(sql.SQL("SELECT 1 FROM {} WHERE {} LIMIT 1").format(
-                stage, missing)).fetchone():
-            row = self.conn.execute(sql.SQL(
-                "SELECT _record FROM {} WHERE {} ORDER BY _record LIMIT 1").format(
-                numbered, missing)).fetchone()
-            assert row is not None
-            raise InputError("empty primary key value", file=path, line=line_of(row[0]),
-                             column=", ".join(pk))
-        try:
-            # A unique index proves the keys distinct about three times faster than GROUP BY
-            # (a sort against a hash table that spills); only on failure do we look for which.
-            with self.conn.transaction():
-                self.conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(
-                    stage, pk_ids))
-            return
-        except psycopg.errors.UniqueViolation:
-            pass
-        dup = self.conn.execute(sql.SQL(
-            "SELECT {keys} FROM {stage} GROUP BY {keys} HAVING count(*) > 1 LIMIT 1").format(
-            keys=pk_ids, stage=stage)).fetchone()
-        if dup:
-            records = [r[0] for r in self.conn.execute(sql.SQL(
-                "SELECT _record FROM {} WHERE ({}) = ({}) ORDER BY _record LIMIT 2").format(
-                numbered, pk_ids, sql.SQL(", ").join(sql.Literal(v) for v in dup))).fetchall()]
-            key = ", ".join(f"{c}={v}" for c, v in zip(pk, dup, strict=True))
-            first, second = (line_of(r) for r in records)
-            raise InputError(f"duplicate primary key ({key}) on lines {first} and {second}",
-                             file=path, line=second, hint="a snapshot holds each key once")
-
-    def _merge(self, path: Path, stage: sql.Identifier, target: _Target,
-               columns: Sequence[str], *, physical_records: bool = False,
-               spare: sql.Composable | None = None,
-               relocate: Callable[[], None] | None = None) -> str:
-        """Merge the staged rows on the primary key; unchanged rows are not touched.
-
-        `spare` (--on-error skip): a relation whose rejected records' keys (as text) are in
-        the snapshot, so --delete-missing must not delete them. `relocate`: for a stage not in
-        file order, raises the key error with the file's own line numbers.
-        """
-        assert target.info is not None
-        pk = target.info.primary_key
-        # Hashing a million keys wants more than the default 4 MB; for this transaction only.
-        self.conn.execute("SET LOCAL work_mem = '64MB'")
-        try:
-            self._check_keys(path, stage, pk, physical_records=physical_records)
-        except InputError:
-            if relocate is not None:
-                relocate()
-            raise
-        self.conn.execute(sql.SQL("ANALYZE {}").format(stage))
-        others = [c for c in columns if c not in pk]
-        table = sql.Identifier(self.schema, self.table)
-        try:
-            changed = self._apply_changes(table, stage, pk, columns, others)
-        except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
-            raise InputError(f"cannot merge: {first_line(exc.diag.message_primary or str(exc))}",
-                             file=path) from None
-        detail = f"merged: {changed} inserted or changed"
-        if self.options.delete_missing:
-            spared = sql.SQL("")
-            if spare is not None:
-                spared = sql.SQL(
-                    " AND NOT EXISTS (SELECT 1 FROM {spare} r WHERE r._reason IS NOT NULL "
-                    "AND ({r_keys}) = ({t_keys}))").format(
-                    spare=spare,
-                    r_keys=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c))
-                                              for c in pk),
-                    t_keys=sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c))
-                                              for c in pk))
-            deleted = self.conn.execute(sql.SQL(
-                "DELETE FROM {table} t WHERE NOT EXISTS "
-                "(SELECT 1 FROM {stage} s WHERE ({s_keys}) = ({t_keys})){spared}").format(
-                table=table, stage=stage, spared=spared,
-                s_keys=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in pk),
-                t_keys=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in pk)),
-            ).rowcount
-            detail += f", {deleted} deleted"
-        return detail
-
-    def _apply_changes(self, table: sql.Composable, stage: sql.Composable,
-                       pk: Sequence[str], columns: Sequence[str],
-                       others: Sequence[str]) -> int:
-        """Write only what differs: one join finds the changed and the new rows, then one
-        UPDATE and one INSERT write just those.
-
-        Measured on 5M rows with 10% changed: MERGE (PostgreSQL 15+) re-reads every matched
-        target row to test its WHEN condition (25 s), UPDATE ... FROM plus INSERT ... WHERE
-        NOT EXISTS join the whole snapshot twice; this joins it once (18 s, most of it the
-        UPDATE's own writes), and works on every supported server.
-        """
-        diff = sql.Identifier("snapshots_diff")
-        present = sql.Identifier("snapshots: present")  # no CSV column normalises to this
-        key = sql.Identifier(pk[0])
-        on = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(sql.Identifier(c))
-                                   for c in pk)
-        differs = sql.SQL(" OR ({}) IS DISTINCT FROM ({})").format(
-            _listed("t.", others), _listed("s.", others)) if others else sql.SQL("")
-        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(diff))
-        self.conn.execute(sql.SQL(
-            "CREATE TEMP TABLE {diff} ON COMMIT DROP AS "
-            "SELECT {s_cols}, t.{key} IS NOT NULL AS {present} "
-            "FROM {stage} s LEFT JOIN {table} t ON {on} "
-            "WHERE t.{key} IS NULL{differs}").format(
-            diff=diff, s_cols=_listed("s.", columns), key=key, present=present, stage=stage,
-            table=table, on=on, differs=differs))
-        self.conn.execute(sql.SQL("ANALYZE {}").format(diff))
-        updated = 0
-        if others:
-            updated = self.conn.execute(sql.SQL(
-                "UPDATE {table} AS t SET {sets} FROM {diff} s WHERE s.{present} AND {on}"
-            ).format(table=table, diff=diff, present=present, on=on,
-                     sets=sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(c))
-                                             for c in others))).rowcount
-            action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
-                sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-                                   for c in others),
-                _listed("t.", others), _listed("EXCLUDED.", others))
-        else:
-            action = sql.SQL("DO NOTHING")
-        # ON CONFLICT only for keys another writer inserted meanwhile.
-        inserted = self.conn.execute(sql.SQL(
-            "INSERT INTO {table} AS t ({cols}) SELECT {s_cols} FROM {diff} s "
-            "WHERE NOT s.{present} ON CONFLICT ({pk}) {action}").format(
-            table=table, cols=_listed("", columns), s_cols=_listed("s.", columns), diff=diff,
-            present=present, pk=_listed("", pk), action=action)).rowcount
-        return updated + inserted
+        return rows, merge_staged(self._ctx(), path, stage, target, columns)
 
     # ------------------------------------------------------------------ dry run
 
@@ -1114,13 +860,13 @@ class Importer:
                 if info is None:
                     names = header.names
                     # Sampled, then settled by loading, as the import does (_append_new).
-                    types = self._infer_types(path, header, limit_bytes=SAMPLE_BYTES)
+                    types = infer_types(self._ctx(), path, header, limit_bytes=SAMPLE_BYTES)
                     stage = sql.Identifier("snapshots_stage")
                     self.conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
                         stage, sql.SQL(", ").join(
                             sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))  # type: ignore[arg-type]
                             for n, t in zip(names, types, strict=True))))
-                    target = _Target(self.schema, self.table, "append", None, names)
+                    target = Target(self.schema, self.table, "append", None, names)
                     if self.options.on_error != "skip":
                         rows = self._copy_settling_types(path, stage, names, types, sha,
                                                          ("pg_temp", "snapshots_stage"))
@@ -1131,32 +877,23 @@ class Importer:
                     if self.options.schema_evolution == "add":
                         raise UsageError("--dry-run with --schema-evolution add is not supported "
                                          "on an existing table")
-                    names = self._reconcile_columns(path, header, target)
-                    stage = self._stage(target, names)
+                    names = reconcile_columns(self._ctx(), path, header, target)
+                    stage = stage_table(self._ctx(), names)
                 if self.options.on_error == "skip":
                     return self._load_skipping(path, header, target, 0, relation=stage)
                 rows = self._copy_with_errors(path, stage, names, sha)
                 if target.mode == "upsert":
                     assert target.info is not None
-                    self._check_keys(path, stage, target.info.primary_key)
+                    check_keys(self._ctx(), path, stage, target.info.primary_key)
                 return rows, 0, ""
         except psycopg.errors.InsufficientPrivilege as exc:
             raise LedgerError(first_line(str(exc))) from None
 
     # ------------------------------------------------------------------ --on-error skip
 
-    def _load_skipping(self, path: Path, header: Header, target: _Target, import_id: int,
+    def _load_skipping(self, path: Path, header: Header, target: Target, import_id: int,
                        *, relation: sql.Composable | None = None) -> tuple[int, int, str]:
-        from snapshots.rejects import load_skipping
-        return load_skipping(self, path, header, target, import_id, relation=relation)
-
-
-def _likely_delimiter(header: Header, delimiter: str) -> str | None:
-    """Another common delimiter, when a one-column header holds it (a TSV read as CSV)."""
-    if len(header.raw) != 1:
-        return None
-    return next((c for c in ("\t", ";", "|", ",") if c != delimiter and c in header.raw[0]),
-                None)
+        return load_skipping(self._ctx(), path, header, target, import_id, relation=relation)
 
 
 def malformed_quoting(path: Path, line: int) -> InputError:
@@ -1164,11 +901,6 @@ def malformed_quoting(path: Path, line: int) -> InputError:
         "malformed quoting: a quote inside an unquoted field (PostgreSQL would drop it or "
         "join the records after it); nothing written", file=path, line=line,
         hint='quote the whole field and double the quote inside: "12"" pizza"')
-
-
-def _listed(prefix: str, names: Sequence[str]) -> sql.Composable:
-    """`t.a, t.b` for prefix `t.`: quoted column names, each with a fixed prefix."""
-    return sql.SQL(", ").join(sql.SQL(prefix + "{}").format(sql.Identifier(c)) for c in names)
 
 
 def _connection_lost(conn: psycopg.Connection, exc: psycopg.OperationalError) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
@@ -26,10 +25,11 @@ from snapshots.csvfile import (
     misplaced_quote,
     open_content,
 )
-from snapshots.errors import InputError
-
-if TYPE_CHECKING:
-    from snapshots.importer import Importer, _Target
+from snapshots.engine.columns import overrides, reconcile_columns
+from snapshots.engine.context import LoadContext
+from snapshots.engine.merge import merge_staged, stage_table
+from snapshots.engine.target import Target
+from snapshots.errors import InputError, InterruptedImport
 
 STAGE = sql.Identifier("snapshots_skip_stage")
 BATCH = 10_000
@@ -141,14 +141,14 @@ def quoted_fields(record: str, options: CsvOptions) -> list[bool]:
     return flags
 
 
-def load_skipping(importer: Importer, path: Path, header: Header, target: _Target,
+def load_skipping(ctx: LoadContext, path: Path, header: Header, target: Target,
                   import_id: int, *, relation: sql.Composable | None = None
                   ) -> tuple[int, int, str]:
-    conn = importer.conn
-    opts = importer.options
+    conn = ctx.conn
+    opts = ctx.options
     names = list(header.names)
     null = opts.csv.null
-    inference = TypeInference(len(names), importer._overrides(names), null=null) \
+    inference = TypeInference(len(names), overrides(ctx, names), null=null) \
         if target.info is None else None
     quote_byte = opts.csv.quote.encode(opts.csv.python_encoding)
     encoding = opts.csv.python_encoding
@@ -163,8 +163,7 @@ def load_skipping(importer: Importer, path: Path, header: Header, target: _Targe
             STAGE, sql.SQL(", ").join(sql.Identifier(c) for c in columns))) as copy:
         batch: list[list[str]] = []
         for line, raw, fields, reason in raw_records(path, opts.csv, len(names)):
-            if importer.cancel.is_set():
-                from snapshots.errors import InterruptedImport
+            if ctx.cancel.is_set():
                 raise InterruptedImport(f"{path}: cancelled; nothing written")
             if fields is None:
                 copy.write_row((line, raw, reason, *([None] * len(names))))
@@ -193,7 +192,7 @@ def load_skipping(importer: Importer, path: Path, header: Header, target: _Targe
                          strict=True))
         not_null: frozenset[str] = frozenset()
     else:
-        columns_in_file = importer._reconcile_columns(path, header, target)
+        columns_in_file = reconcile_columns(ctx, path, header, target)
         assert target.info is not None
         types = {c: target.info.columns[c] for c in columns_in_file}
         not_null = target.info.not_null
@@ -212,39 +211,39 @@ def load_skipping(importer: Importer, path: Path, header: Header, target: _Targe
     good = _scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE _reason IS NULL").format(STAGE))
     if relation is not None:  # dry run: validation only
         return good, rejected, "" if target.info is not None else \
-            f"would create {importer.schema}.{importer.table} (" + ", ".join(
+            f"would create {ctx.schema}.{ctx.table} (" + ", ".join(
                 f"{n} {t}" for n, t in types.items()) + ")"
 
     conn.execute(sql.SQL(
         "INSERT INTO {} (import_id, line, raw, column_name, value, reason) "
         "SELECT %s, _line, _raw, _column, _value, _reason FROM {} "
         "WHERE _reason IS NOT NULL ORDER BY _line").format(
-        sql.Identifier(importer.schema, ddl.REJECTS), STAGE), (import_id,))
+        sql.Identifier(ctx.schema, ddl.REJECTS), STAGE), (import_id,))
     typed = sql.SQL(", ").join(
         sql.SQL("{}::{}").format(sql.Identifier(n), sql.SQL(t))  # type: ignore[arg-type]
         for n, t in types.items())
     cols = sql.SQL(", ").join(sql.Identifier(n) for n in types)
-    table = sql.Identifier(importer.schema, importer.table)
+    table = sql.Identifier(ctx.schema, ctx.table)
     detail = ""
     if target.mode == "append":
         created = target.info is None
         if created:
             conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(
-                ddl.lock_key("table", importer.schema, importer.table)))
-            if ddl.describe_table(conn, importer.schema, importer.table) is not None:
+                ddl.lock_key("table", ctx.schema, ctx.table)))
+            if ddl.describe_table(conn, ctx.schema, ctx.table) is not None:
                 raise InputError("the table appeared while this file was staged; run again",
                                  file=path)
-            ddl.create_append_table(conn, importer.schema, importer.table, list(types.items()),
+            ddl.create_append_table(conn, ctx.schema, ctx.table, list(types.items()),
                                     index=False, view=False)
-            detail = f"created {importer.schema}.{importer.table} (" + ", ".join(
+            detail = f"created {ctx.schema}.{ctx.table} (" + ", ".join(
                 f"{n} {t}" for n, t in types.items()) + ")"
         conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE _reason IS NULL "
                              "ORDER BY _line").format(table, cols, typed, STAGE))
         if created:
-            ddl.create_snapshot_index(conn, importer.schema, importer.table)
-            ddl.create_latest_view(conn, importer.schema, importer.table)
+            ddl.create_snapshot_index(conn, ctx.schema, ctx.table)
+            ddl.create_latest_view(conn, ctx.schema, ctx.table)
         return good, rejected, detail
-    stage = importer._stage(target, list(types), with_lines=True)
+    stage = stage_table(ctx, list(types), with_lines=True)
     conn.execute(sql.SQL(
         "INSERT INTO {} ({}, _record) "
         "SELECT {}, _line FROM {} WHERE _reason IS NULL").format(stage, cols, typed, STAGE))
@@ -264,7 +263,7 @@ def load_skipping(importer: Importer, path: Path, header: Header, target: _Targe
                              line=unknown[0],
                              hint="fix the record, or import without --delete-missing")
         spare = STAGE
-    detail = importer._merge(path, stage, target, list(types), physical_records=True,
+    detail = merge_staged(ctx, path, stage, target, list(types), physical_records=True,
                              spare=spare)
     return good, rejected, detail
 

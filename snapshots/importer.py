@@ -51,8 +51,9 @@ from snapshots.csvfile import (
 )
 from snapshots.engine.columns import drop_view, infer_types, reconcile_columns, stream_inference
 from snapshots.engine.context import LoadContext, ProgressCallback
+from snapshots.engine.decide import Decision, decide
 from snapshots.engine.merge import check_keys, merge_staged, stage_table
-from snapshots.engine.target import Target
+from snapshots.engine.target import Target, resolve_target
 from snapshots.errors import (
     ConflictError,
     DatabaseUnavailable,
@@ -249,13 +250,17 @@ class Importer:
         has_ledger = ddl.ledger_version(self.conn, self.schema)
         existing = (store.imported_record(self.conn, self.schema, self.table, path.name)
                     if has_ledger else None)
-        if existing is not None and existing.sha256 == sha:
+        verdict = decide(existing.sha256 if existing is not None else None, sha,
+                         replace=opts.replace)
+        if verdict is Decision.SKIP:
+            assert existing is not None
             result.result = "skipped"
             result.import_id = existing.id
             result.rows = existing.row_count or 0
             result.detail = f"already imported as #{existing.id}"
             return
-        if existing is not None and not opts.replace:
+        if verdict is Decision.CONFLICT:
+            assert existing is not None
             raise ConflictError(
                 f"{path}: conflict: {path.name} was imported as #{existing.id} with different "
                 f"content (sha256 {existing.sha256[:12]}…, this file {sha[:12]}…); nothing written",
@@ -576,34 +581,7 @@ class Importer:
 
     def _target(self, header: Header) -> Target:
         info = ddl.describe_table(self.conn, self.schema, self.table)
-        mode = self.options.mode
-        if info is None:
-            if mode == "upsert":
-                raise UsageError(
-                    f"--mode upsert needs an existing table {self.schema}.{self.table} "
-                    "with a primary key", hint="create the table first, or use --mode append")
-            ddl.latest_view_name(self.table)  # too long a name fails now, not after the load
-            return Target(self.schema, self.table, "append", None, header.names)
-        if mode == "auto":
-            if info.has_snapshot_id:
-                mode = "append"
-            elif info.primary_key:
-                mode = "upsert"
-            else:
-                raise UsageError(
-                    f"table {self.schema}.{self.table} has neither a snapshot_id column nor a "
-                    "primary key, so snapshots can't tell how to load it",
-                    hint="add a primary key (upsert), or load into a new --table (append)")
-        if mode == "append" and not info.has_snapshot_id:
-            raise UsageError(f"--mode append needs a snapshot_id column, and table "
-                             f"{self.schema}.{self.table} has none",
-                             hint="load into a new --table, or use --mode upsert")
-        if mode == "upsert" and not info.primary_key:
-            raise UsageError(f"--mode upsert needs a primary key on {self.schema}.{self.table}")
-        if mode == "upsert" and info.has_snapshot_id:
-            raise UsageError(f"{self.schema}.{self.table} is an append-mode table (it has "
-                             "snapshot_id); upsert would break its history")
-        return Target(self.schema, self.table, mode, info, header.names)
+        return resolve_target(self.schema, self.table, info, self.options.mode, header.names)
 
     def _guard_time_order(self, path: Path, day: object, existing: store.Record | None) -> None:
         if day is None or self.options.force:

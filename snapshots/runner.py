@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from snapshots.engine.target import merges
 from snapshots.importer import FileResult, Importer, ProgressCallback
 from snapshots.options import ImportOptions, default_jobs
 from snapshots.prehash import Prehasher
@@ -27,9 +28,8 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
     workers = jobs or default_jobs()
     state = "missing"
     if workers > 1 and len(files) > 1 and options.mode != "upsert":
-        state = _table_state(conninfo, table, schema)
-    if workers <= 1 or len(files) <= 1 or options.mode == "upsert" or (
-            options.mode == "auto" and state == "upsert"):
+        state = _table_state(conninfo, table, schema, options.mode)
+    if workers <= 1 or len(files) <= 1 or options.mode == "upsert" or state == "upsert":
         yield from _sequential(conninfo, files, table=table, schema=schema, options=options,
                                progress=progress, cancel=cancel, parts=workers,
                                prehashed=prehashed)
@@ -45,7 +45,7 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
         del pending[0]
         if cancel is not None and cancel.is_set():
             return
-        state = _table_state(conninfo, table, schema)
+        state = _table_state(conninfo, table, schema, options.mode)
     if len(pending) <= 1:
         if pending:
             yield from _sequential(conninfo, pending, table=table, schema=schema,
@@ -57,17 +57,18 @@ def import_files(conninfo: str, files: Sequence[Path], *, table: str, schema: st
                          prehashed=prehashed)
 
 
-def _table_state(conninfo: str, table: str, schema: str | None) -> str:
-    """`missing`, `upsert` (what `--mode auto` would merge into: files must go one by one, in
-    order) or `append`."""
+def _table_state(conninfo: str, table: str, schema: str | None, mode: str) -> str:
+    """`missing`, `upsert` (what `mode` merges into: files must go one by one, in order) or
+    `append`."""
     from snapshots import schema as ddl
     from snapshots.config import connect
 
     with connect(conninfo) as conn:
-        info = ddl.describe_table(conn, schema or ddl.current_schema(conn), table)
+        schema = schema or ddl.current_schema(conn)
+        info = ddl.describe_table(conn, schema, table)
     if info is None:
         return "missing"
-    return "upsert" if not info.has_snapshot_id and info.primary_key else "append"
+    return "upsert" if merges(schema, table, info, mode) else "append"
 
 
 def _sequential(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,

@@ -30,6 +30,8 @@ from snapshots import __version__, store
 from snapshots import schema as ddl
 from snapshots.config import connect, first_line
 from snapshots.csvfile import sha256_file, snapshot_date
+from snapshots.engine.decide import Decision, decide
+from snapshots.engine.target import merges
 from snapshots.errors import (
     DatabaseUnavailable,
     InputError,
@@ -523,10 +525,8 @@ class SyncService:
         assert self._conn is not None and self._schema is not None
         if self._shape is None:
             info = ddl.describe_table(self._conn, self._schema, self.options.table)
-            mode = self.options.import_options.mode
-            merges = mode == "upsert" or (mode == "auto" and info is not None and bool(
-                info.primary_key) and not info.has_snapshot_id)
-            self._shape = (info is not None, merges)
+            self._shape = (info is not None, merges(self._schema, self.options.table, info,
+                                                    self.options.import_options.mode))
         return self._shape
 
     def _list(self) -> dict[str, Seen]:
@@ -595,23 +595,24 @@ class SyncService:
             memory = store.FileMemory(seen.size, seen.mtime_ns, seen.inode, sha)
             store.remember_hash(self._conn, self._schema, self.options.table, rel, memory)
             self._memory[rel] = memory
-        if state is not None and state.status == "imported":
-            if state.sha256 == sha:
-                self._settle(rel, seen, FileResult(path=path, result="skipped",
-                                                   file_name=path.name, sha256=sha,
-                                                   detail="already imported"), quiet=True)
+        verdict = decide(state.sha256 if state is not None and state.status == "imported"
+                         else None, sha, replace=self.options.import_options.replace)
+        if verdict is Decision.SKIP:
+            self._settle(rel, seen, FileResult(path=path, result="skipped",
+                                               file_name=path.name, sha256=sha,
+                                               detail="already imported"), quiet=True)
+            return
+        if verdict is Decision.CONFLICT:
+            if self._reported.get(rel) == (seen, "conflict"):
+                # Reported already; a rescan looks again (after a forget, say).
+                self._mark_done(rel, seen, failed=True)
                 return
-            if not self.options.import_options.replace:
-                if self._reported.get(rel) == (seen, "conflict"):
-                    # Reported already; a rescan looks again (after a forget, say).
-                    self._mark_done(rel, seen, failed=True)
-                    return
-                self._reported[rel] = (seen, "conflict")
-                self._settle(rel, seen, FileResult(
-                    path=path, result="conflict", file_name=path.name, sha256=sha,
-                    detail=f"{path.name} was imported with different content; nothing "
-                           "written (snapshots import --replace supersedes it)"))
-                return
+            self._reported[rel] = (seen, "conflict")
+            self._settle(rel, seen, FileResult(
+                path=path, result="conflict", file_name=path.name, sha256=sha,
+                detail=f"{path.name} was imported with different content; nothing "
+                       "written (snapshots import --replace supersedes it)"))
+            return
         if state is not None and state.status == "forgotten" and state.sha256 == sha \
                 and not state.retry_requested:
             # Forgotten on purpose (by hand or --retention-days): the file staying in the

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -140,9 +140,8 @@ def _report_error(message: str, hint: str | None = None, *,
         click.echo(line, err=True)
 
 
-def _early_log_format() -> str:
+def _early_log_format(args: Sequence[str]) -> str:
     """--log-format before Click has parsed it (a usage error may come first)."""
-    args = sys.argv[1:]
     for i, arg in enumerate(args):
         if arg == "--log-format" and i + 1 < len(args):
             return args[i + 1]
@@ -810,24 +809,42 @@ def db_stop(force: bool) -> None:
     click.echo("stopped" if embedded.stop() else "not running")
 
 
-def main() -> None:
+def run(argv: Sequence[str] | None = None) -> int:
+    """The command line ``argv`` (default: ``sys.argv[1:]``) run to its exit code.
+
+    Nothing here ends the process: the console script (:func:`main`) does that, and tests
+    call this in process.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        code = cli.main(prog_name="snapshots", standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)  # a command's ctx.exit(code) ends here
+        code = cli.main(args, prog_name="snapshots", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # a command's ctx.exit(code) ends here
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
-        _report_error("interrupted", fmt=_early_log_format())
-        sys.exit(int(ExitCode.INTERRUPTED))
+        _report_error("interrupted", fmt=_early_log_format(args))
+        return int(ExitCode.INTERRUPTED)
     except click.ClickException as exc:
         # Usage errors (the seed's `snapshots FILE` form included) look like every other
         # error: one `error:` line and a hint, rather than Click's usage block and `Error:`.
         ctx = getattr(exc, "ctx", None)
         hint = f"see '{ctx.command_path} --help'" if ctx is not None else None
-        _report_error(exc.format_message(), hint, fmt=_early_log_format())
-        sys.exit(exc.exit_code)
+        _report_error(exc.format_message(), hint, fmt=_early_log_format(args))
+        return exc.exit_code
+    except SystemExit as exc:  # sys.exit(code) in a command, as the interpreter maps it
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        click.echo(exc.code, err=True)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The console script: :func:`run`, then exit with its code."""
+    try:
+        code = run(argv)
     finally:
         # On the way out, the interpreter's last garbage collection walks every object the
         # database driver and the rest created (~0.1 s here); frozen objects are skipped.
         # Nothing needs them collected: the process is ending.
         gc.freeze()
+    sys.exit(code)

@@ -22,7 +22,7 @@ from typing import IO
 import psycopg
 import pytest
 from containers import product_image, service_images
-from helpers import conninfo_to_uri, run_cli, wait_until
+from helpers import Cli, conninfo_to_uri, run_cli, wait_until
 from psycopg import sql
 
 from snapshots import config, embedded
@@ -259,6 +259,16 @@ def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env[embedded.DATA_DIR_ENV] = str(embedded_dir)
     yield env
     _stop_embedded(embedded_dir)
+
+
+@pytest.fixture
+def cli(db_url: str, cli_env: dict[str, str], tmp_path: Path,
+        db_conn: psycopg.Connection) -> Cli:
+    """The CLI harness: `cli.run(...)` in process, `cli.process(...)` as a real process,
+    against the test's database, with files written to and run from ``tmp_path/files``."""
+    directory = tmp_path / "files"
+    directory.mkdir()
+    return Cli(db_url, cli_env, directory, db_conn)
 
 
 def _stop_embedded(directory: Path) -> None:

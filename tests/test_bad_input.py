@@ -1,9 +1,9 @@
 """Bad input (SPEC section 4): a precise one-line error and nothing written.
 
-Every case runs the real CLI and checks the exit code, the single `error:` line on stderr (file,
-physical line, column and value where they apply), that there is no traceback, and that the
-database holds nothing of the file: no data rows, no new tables or views, and at most a `failed`
-record in the ledger.
+Every case runs the CLI (in process; a fifo as a real process) and checks the exit code, the
+single `error:` line on stderr (file, physical line, column and value where they apply), that
+there is no traceback, and that the database holds nothing of the file: no data rows, no new
+tables or views, and at most a `failed` record in the ledger.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import run_cli
+from helpers import invoke_cli, run_cli
 from psycopg import sql
 
 LEDGER_TABLES = {"snapshot_imports", "snapshot_rejects", "snapshot_files",
@@ -93,15 +93,17 @@ def write(tmp_path: Path, name: str, content: bytes) -> Path:
     return path
 
 
-def import_(cli_env: dict[str, str], db_url: str, *args: str | os.PathLike[str]
-            ) -> subprocess.CompletedProcess[str]:
-    return run_cli("--database", db_url, "import", *args, env=cli_env)
+def import_(cli_env: dict[str, str], db_url: str, *args: str | os.PathLike[str],
+            process: bool = False) -> subprocess.CompletedProcess[str]:
+    """`snapshots --database DB import ARGS` in process, or as a real process."""
+    run = run_cli if process else invoke_cli
+    return run("--database", db_url, "import", *args, env=cli_env)
 
 
 def fails_cleanly(cli_env: dict[str, str], db_url: str, db_conn: psycopg.Connection,
-                  path: Path, *extra: str, code: int = 1) -> str:
+                  path: Path, *extra: str, code: int = 1, process: bool = False) -> str:
     before = snapshot_state(db_conn)
-    result = import_(cli_env, db_url, *extra, path)
+    result = import_(cli_env, db_url, *extra, path, process=process)
     assert result.returncode == code, (result.stdout, result.stderr)
     line = error_line(result)
     assert_nothing_written(db_conn, before, path.name, line)
@@ -383,8 +385,9 @@ def test_fifo_is_not_a_regular_file(tmp_path: Path, cli_env: dict[str, str], db_
                                     db_conn: psycopg.Connection) -> None:
     path = tmp_path / "fifo_20230101.csv"
     os.mkfifo(path)
-    # Nobody writes to the fifo: opening it to read would hang, and run_cli's timeout says so.
-    message = fails_cleanly(cli_env, db_url, db_conn, path, code=2)
+    # Nobody writes to the fifo: opening it to read would hang, and run_cli's timeout says so
+    # (a process, then: in process nothing would end the hang).
+    message = fails_cleanly(cli_env, db_url, db_conn, path, code=2, process=True)
     assert str(path) in message and "not a regular file" in message
 
 
@@ -433,7 +436,7 @@ def test_one_bad_path_among_good_files_imports_nothing(tmp_path: Path, cli_env: 
 def test_seed_form_with_a_missing_file_is_a_usage_error(tmp_path: Path,
                                                         cli_env: dict[str, str],
                                                         db_url: str) -> None:
-    result = run_cli("--database", db_url, tmp_path / "missing_20230101.csv", env=cli_env)
+    result = invoke_cli("--database", db_url, tmp_path / "missing_20230101.csv", env=cli_env)
     assert result.returncode == 2
     assert "neither a command nor an existing file" in result.stderr
     assert "Traceback" not in result.stderr
@@ -514,7 +517,7 @@ def test_hostile_names_are_only_odd_names(tmp_path: Path, cli_env: dict[str, str
     table = 'x"; DROP TABLE victim; --'
     path = write(tmp_path, "odd_20230101.csv",
                  b'"x""); DROP TABLE victim; --",\'; DELETE FROM victim\n1,2\n')
-    result = run_cli("--database", db_url, "--table", table, "import", path, env=cli_env)
+    result = invoke_cli("--database", db_url, "--table", table, "import", path, env=cli_env)
     assert result.returncode == 0, result.stderr
     assert "victim" in relations(db_conn)
     columns = [r[0] for r in db_conn.execute(

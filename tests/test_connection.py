@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import conninfo_to_uri, in_ci, run_cli, wait_until
+from helpers import conninfo_to_uri, in_ci, invoke_cli, run_cli, wait_until
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -176,8 +176,8 @@ def test_unreachable_server_exits_3_with_one_line(tmp_path: Path, cli_env: dict[
     sample.write_bytes(SAMPLE)
     args = [str(sample) if word == "FILE" else word for word in command]
     started = time.monotonic()
-    result = run_cli("--database", "postgresql://ann:s3cr3t-pw@127.0.0.1:1/sales", *args,
-                     env=cli_env, timeout=60)
+    result = invoke_cli("--database", "postgresql://ann:s3cr3t-pw@127.0.0.1:1/sales", *args,
+                        env=cli_env)
     assert result.returncode == 3, result.stderr
     line = one_error_line(result)
     assert "cannot connect to 127.0.0.1:1/sales" in line
@@ -196,6 +196,7 @@ def silent_server() -> Iterator[int]:
 
 def test_connect_timeout_bounds_a_server_that_never_answers(cli_env: dict[str, str],
                                                             silent_server: int) -> None:
+    # A process: in process, nothing would bound a connect that hangs (run_cli's timeout does).
     env = {**cli_env, "SNAPSHOTS_CONNECT_TIMEOUT": "2"}
     started = time.monotonic()
     result = run_cli("--database", f"127.0.0.1:{silent_server}", "list", env=env, timeout=60)
@@ -275,7 +276,7 @@ def test_wrong_password_exits_3_and_never_shows_it(tmp_path: Path, cli_env: dict
     sample.write_bytes(SAMPLE)
     uri = conninfo_to_uri(db_url, user=role, password=wrong)
     for args in (["list"], ["import", str(sample)], ["-vv", "import", str(sample)]):
-        result = run_cli("--database", uri, *args, env=cli_env)
+        result = invoke_cli("--database", uri, *args, env=cli_env)
         assert result.returncode == 3, result.stderr
         assert "password authentication failed" in result.stderr
         # A login was given: the hint is about its password, for the user it names.
@@ -285,18 +286,18 @@ def test_wrong_password_exits_3_and_never_shows_it(tmp_path: Path, cli_env: dict
         if "-vv" not in args:
             one_error_line(result)
     # The same through SNAPSHOTS_DATABASE and through libpq's PGPASSWORD.
-    result = run_cli("list", env={**cli_env, "SNAPSHOTS_DATABASE": uri})
+    result = invoke_cli("list", env={**cli_env, "SNAPSHOTS_DATABASE": uri})
     assert result.returncode == 3 and wrong not in result.stderr
     params = conninfo_to_dict(db_url)
     pg_env = {**cli_env, "PGHOST": params.get("host") or "localhost",
               "PGPORT": str(params.get("port") or 5432), "PGDATABASE": params["dbname"],
               "PGUSER": role, "PGPASSWORD": wrong}
-    result = run_cli("list", env=pg_env)
+    result = invoke_cli("list", env=pg_env)
     assert result.returncode == 3, result.stderr
     assert wrong not in result.stdout + result.stderr
     # And the right password works.
     right = conninfo_to_uri(db_url, user=role, password=password)
-    assert run_cli("--database", right, "list", env=cli_env).returncode == 0
+    assert invoke_cli("--database", right, "list", env=cli_env).returncode == 0
 
 
 @pytest.mark.smoke
@@ -315,7 +316,7 @@ def test_seed_form_without_a_password_says_how_to_give_a_login(
     sample.write_bytes(SAMPLE)
     env = {**cli_env, "PGUSER": role, "PGDATABASE": params["dbname"],
            "PGPASSFILE": str(tmp_path / "no-such-pgpass")}
-    result = run_cli("--database", target, sample, env=env)
+    result = invoke_cli("--database", target, sample, env=env)
     assert result.returncode == 3, result.stderr
     assert "no password supplied" in one_error_line(result)
     hints = [line for line in result.stderr.splitlines() if line.startswith("hint:")]
@@ -326,7 +327,7 @@ def test_seed_form_without_a_password_says_how_to_give_a_login(
     assert "your OS user" not in hints[0]  # PGUSER named it
     # What the hint says works: the same form with PGPASSWORD logs in (the role may not
     # create tables, so it lists rather than imports).
-    result = run_cli("--database", target, "list", env={**env, "PGPASSWORD": password})
+    result = invoke_cli("--database", target, "list", env={**env, "PGPASSWORD": password})
     assert result.returncode == 0, result.stderr
 
 
@@ -338,15 +339,15 @@ def test_database_option_beats_environment(tmp_path: Path, cli_env: dict[str, st
     # (Not PGPORT: libpq fills in what a conninfo leaves out, like the port of this URI.)
     env = {**cli_env, "SNAPSHOTS_DATABASE": "127.0.0.1:1", "PGHOST": "127.0.0.1"}
     # Before and after the command name.
-    assert run_cli("--database", db_url, "list", env=env).returncode == 0
-    assert run_cli("list", "--database", db_url, env=env).returncode == 0
+    assert invoke_cli("--database", db_url, "list", env=env).returncode == 0
+    assert invoke_cli("list", "--database", db_url, env=env).returncode == 0
 
 
 def test_snapshots_database_beats_libpq_variables(cli_env: dict[str, str], db_url: str) -> None:
     env = {**cli_env, "SNAPSHOTS_DATABASE": db_url, "PGHOST": "127.0.0.1"}
-    assert run_cli("list", env=env).returncode == 0
+    assert invoke_cli("list", env=env).returncode == 0
     env = {**cli_env, "SNAPSHOTS_DATABASE": "127.0.0.1:1"}
-    assert run_cli("list", env=env).returncode == 3
+    assert invoke_cli("list", env=env).returncode == 3
 
 
 def _libpq_env(db_url: str) -> dict[str, str]:
@@ -366,11 +367,11 @@ def test_libpq_variables_name_the_database(tmp_path: Path, cli_env: dict[str, st
     sample = tmp_path / "snapshot_20230101.csv"
     sample.write_bytes(SAMPLE)
     env = {**cli_env, **_libpq_env(db_url)}
-    result = run_cli("import", sample, env=env)
+    result = invoke_cli("import", sample, env=env)
     assert result.returncode == 0, result.stderr
     assert db_conn.execute("SELECT count(*) FROM snapshots").fetchone() == (1,)
     # PGHOST alone, pointing nowhere, is "a database is given": exit 3, not the embedded one.
-    result = run_cli("list", env={**cli_env, "PGHOST": "127.0.0.1", "PGPORT": "1"})
+    result = invoke_cli("list", env={**cli_env, "PGHOST": "127.0.0.1", "PGPORT": "1"})
     assert result.returncode == 3
     assert "127.0.0.1:1" in one_error_line(result)
 
@@ -386,12 +387,12 @@ def test_pgservice_names_the_database(tmp_path: Path, cli_env: dict[str, str], d
     sample = tmp_path / "snapshot_20230101.csv"
     sample.write_bytes(SAMPLE)
     env = {**cli_env, "PGSERVICEFILE": str(service_file), "PGSERVICE": "snapshots-test"}
-    result = run_cli("import", sample, env=env)
+    result = invoke_cli("import", sample, env=env)
     assert result.returncode == 0, result.stderr
     assert db_conn.execute("SELECT count(*) FROM snapshots").fetchone() == (1,)
     # The same service by --database service=NAME.
     env.pop("PGSERVICE")
-    listed = run_cli("--database", "service=snapshots-test", "list", "--format", "json", env=env)
+    listed = invoke_cli("--database", "service=snapshots-test", "list", "--format", "json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert [r["file"] for r in json.loads(listed.stdout)] == ["snapshot_20230101.csv"]
 
@@ -400,12 +401,12 @@ def test_key_value_database_with_options(tmp_path: Path, cli_env: dict[str, str]
                                          db_url: str) -> None:
     params = conninfo_to_dict(db_url)
     conninfo = " ".join(f"{k}='{v}'" for k, v in params.items())
-    assert run_cli("--database", conninfo + " sslmode=disable", "list",
-                   env=cli_env).returncode == 0
-    assert run_cli("--database", conninfo + " sslmode=prefer application_name=etl", "list",
-                   env=cli_env).returncode == 0
+    assert invoke_cli("--database", conninfo + " sslmode=disable", "list",
+                      env=cli_env).returncode == 0
+    assert invoke_cli("--database", conninfo + " sslmode=prefer application_name=etl", "list",
+                      env=cli_env).returncode == 0
     # libpq itself checks the values: one line, no traceback.
-    bogus = run_cli("--database", conninfo + " sslmode=bogus", "list", env=cli_env)
+    bogus = invoke_cli("--database", conninfo + " sslmode=bogus", "list", env=cli_env)
     assert bogus.returncode != 0
     assert "sslmode" in one_error_line(bogus)
 
@@ -417,10 +418,10 @@ def test_quiet_prints_nothing_on_success(tmp_path: Path, cli_env: dict[str, str]
                                          db_url: str) -> None:
     sample = tmp_path / "nodate.csv"  # would warn: no date in the name
     sample.write_bytes(SAMPLE)
-    result = run_cli("-q", "--database", db_url, "import", sample, env=cli_env)
+    result = invoke_cli("-q", "--database", db_url, "import", sample, env=cli_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
-    loud = run_cli("--database", db_url, "import", sample, env=cli_env)
+    loud = invoke_cli("--database", db_url, "import", sample, env=cli_env)
     assert "skipped nodate.csv" in loud.stdout
     assert "no YYYYMMDD date" in loud.stderr
 
@@ -429,12 +430,13 @@ def test_quiet_still_prints_errors(tmp_path: Path, cli_env: dict[str, str],
                                    db_url: str) -> None:
     bad = tmp_path / "bad_20230101.csv"
     bad.write_bytes(b"a,a\n1,2\n")
-    result = run_cli("-q", "--database", db_url, "import", bad, env=cli_env)
+    result = invoke_cli("-q", "--database", db_url, "import", bad, env=cli_env)
     assert result.returncode == 1
     assert "duplicate column name" in one_error_line(result)
 
 
 def test_verbose_shows_a_traceback_only_when_asked(cli_env: dict[str, str]) -> None:
+    # A process, as a user runs it: the traceback goes through the logging the CLI configures.
     quiet = run_cli("--database", "127.0.0.1:1", "list", env=cli_env)
     assert quiet.returncode == 3 and "Traceback" not in quiet.stderr
     loud = run_cli("-vv", "--database", "127.0.0.1:1", "list", env=cli_env)
@@ -447,8 +449,8 @@ def test_verbose_shows_a_traceback_only_when_asked(cli_env: dict[str, str]) -> N
 def test_json_log_format(tmp_path: Path, cli_env: dict[str, str], db_url: str) -> None:
     sample = tmp_path / "nodate.csv"
     sample.write_bytes(SAMPLE)
-    result = run_cli("--log-format", "json", "--database", db_url, "import", sample,
-                     env=cli_env)
+    result = invoke_cli("--log-format", "json", "--database", db_url, "import", sample,
+                        env=cli_env)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines, "a warning was expected"
@@ -457,8 +459,8 @@ def test_json_log_format(tmp_path: Path, cli_env: dict[str, str], db_url: str) -
     assert warning["level"] == "warning"
     assert warning["time"].endswith("Z")
     # The environment variable does the same.
-    again = run_cli("--database", db_url, "import", sample,
-                    env={**cli_env, "SNAPSHOTS_LOG_FORMAT": "json"})
+    again = invoke_cli("--database", db_url, "import", sample,
+                       env={**cli_env, "SNAPSHOTS_LOG_FORMAT": "json"})
     assert all(json.loads(line) for line in again.stderr.splitlines())
 
 
@@ -468,25 +470,25 @@ def test_json_log_format_errors(tmp_path: Path, cli_env: dict[str, str], db_url:
     bad.write_bytes(b"a,b\n1,2\n3\n")
     good = tmp_path / "snapshot_20230102.csv"
     good.write_bytes(b"a,b\n1,2\n")
-    failed = run_cli("--log-format", "json", "--database", db_url, "--table", "jsonlog",
-                     "import", bad, good, env=cli_env)
+    failed = invoke_cli("--log-format", "json", "--database", db_url, "--table", "jsonlog",
+                        "import", bad, good, env=cli_env)
     assert failed.returncode == 1
     error, summary = [json.loads(line) for line in failed.stderr.splitlines()]
     assert error["level"] == "error" and f"{bad}:3" in error["message"]
     assert summary["message"] == "2 files: 1 failed, 1 imported"
-    unreachable = run_cli("--log-format", "json", "--database", "127.0.0.1:1", "list",
-                          env=cli_env)
+    unreachable = invoke_cli("--log-format", "json", "--database", "127.0.0.1:1", "list",
+                             env=cli_env)
     assert unreachable.returncode == 3
     [entry] = [json.loads(line) for line in unreachable.stderr.splitlines()]
     assert entry["level"] == "error" and "cannot connect to 127.0.0.1:1" in entry["message"]
     assert entry["hint"]
     # Click's own usage errors too, wherever --log-format stands.
-    usage = run_cli("--log-format", "json", "import", "--bogus", "x", env=cli_env)
+    usage = invoke_cli("--log-format", "json", "import", "--bogus", "x", env=cli_env)
     assert usage.returncode == 2
     [entry] = [json.loads(line) for line in usage.stderr.splitlines()]
     assert "No such option '--bogus'" in entry["message"]
     # Text stays the default: `error:` and `hint:` lines.
-    text = run_cli("--database", "127.0.0.1:1", "list", env=cli_env)
+    text = invoke_cli("--database", "127.0.0.1:1", "list", env=cli_env)
     assert text.stderr.splitlines()[0].startswith("error: cannot connect to 127.0.0.1:1")
     assert text.stderr.splitlines()[1].startswith("hint: ")
 
@@ -544,7 +546,7 @@ def test_a_role_with_create_on_a_schema_can_import_list_and_forget(
     second.write_bytes(SAMPLE + b"2,Mostafa,Express Espresso,500.002\n")
     env = {**cli_env, "SNAPSHOTS_DATABASE": loader["uri"], "SNAPSHOTS_SCHEMA": "ingest"}
 
-    result = run_cli("import", first, second, env=env)
+    result = invoke_cli("import", first, second, env=env)
     assert result.returncode == 0, result.stderr
     assert db_conn.execute("SELECT count(*) FROM ingest.snapshots").fetchone() == (3,)
     assert db_conn.execute("SELECT count(*) FROM ingest.snapshots_latest").fetchone() == (2,)
@@ -552,16 +554,16 @@ def test_a_role_with_create_on_a_schema_can_import_list_and_forget(
         "SELECT DISTINCT imported_by->>'role' FROM ingest.snapshot_imports").fetchall()
     assert roles == [(loader["role"],)]
 
-    listed = run_cli("list", "--format", "json", env=env)
+    listed = invoke_cli("list", "--format", "json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert [r["status"] for r in json.loads(listed.stdout)] == ["imported", "imported"]
-    assert run_cli("list", first, env=env).returncode == 0
+    assert invoke_cli("list", first, env=env).returncode == 0
 
-    forgot = run_cli("forget", first.name, env=env)
+    forgot = invoke_cli("forget", first.name, env=env)
     assert forgot.returncode == 0, forgot.stderr
     assert db_conn.execute("SELECT count(*) FROM ingest.snapshots").fetchone() == (2,)
     # Skip an already imported file, and mark an interrupted claim (the reaper's locks).
-    assert run_cli("import", second, env=env).returncode == 0
+    assert invoke_cli("import", second, env=env).returncode == 0
 
 
 def test_upsert_skip_and_dry_run_need_temporary(tmp_path: Path, cli_env: dict[str, str],
@@ -578,21 +580,21 @@ def test_upsert_skip_and_dry_run_need_temporary(tmp_path: Path, cli_env: dict[st
     env = {**cli_env, "SNAPSHOTS_DATABASE": loader["uri"], "SNAPSHOTS_SCHEMA": "ingest",
            "SNAPSHOTS_TABLE": "customers"}
 
-    denied = run_cli("import", sample, env=env)
+    denied = invoke_cli("import", sample, env=env)
     assert denied.returncode == 1
     assert "permission denied" in one_error_line(denied)
     assert db_conn.execute("SELECT count(*) FROM ingest.customers").fetchone() == (0,)
 
     grant(db_conn, "GRANT TEMPORARY ON DATABASE {db} TO {role}", db=loader["db"],
           role=loader["role"])
-    assert run_cli("import", "--dry-run", sample, env=env).returncode == 0
-    result = run_cli("import", sample, env=env)
+    assert invoke_cli("import", "--dry-run", sample, env=env).returncode == 0
+    result = invoke_cli("import", sample, env=env)
     assert result.returncode == 0, result.stderr
     assert db_conn.execute("SELECT user_id, name FROM ingest.customers").fetchall() == [
         (1, "Jake")]
     skip = tmp_path / "skip_20230101.csv"
     skip.write_bytes(SAMPLE + b"3,Ann\n")  # one field short: rejected
-    result = run_cli("import", "--table", "appended", "--on-error", "skip", skip, env=env)
+    result = invoke_cli("import", "--table", "appended", "--on-error", "skip", skip, env=env)
     assert result.returncode == 0, result.stderr
     assert db_conn.execute("SELECT count(*) FROM ingest.snapshot_rejects").fetchone() == (1,)
 
@@ -603,7 +605,7 @@ def test_a_role_without_ddl_rights_imports_after_an_owner_migrated(
     owner_env = {**cli_env, "SNAPSHOTS_DATABASE": db_url, "SNAPSHOTS_SCHEMA": "ingest"}
     first = tmp_path / "snapshot_20230101.csv"
     first.write_bytes(SAMPLE)
-    assert run_cli("import", first, env=owner_env).returncode == 0  # migrates, creates table
+    assert invoke_cli("import", first, env=owner_env).returncode == 0  # migrates, creates table
     role = loader["role"]
     grant(db_conn, "GRANT CONNECT ON DATABASE {db} TO {role}", db=loader["db"], role=role)
     grant(db_conn, "GRANT USAGE ON SCHEMA ingest TO {role}", role=role)
@@ -616,12 +618,12 @@ def test_a_role_without_ddl_rights_imports_after_an_owner_migrated(
 
     second = tmp_path / "snapshot_20230102.csv"
     second.write_bytes(SAMPLE + b"2,Mostafa,Express Espresso,500.002\n")
-    result = run_cli("import", first, second, env=env)
+    result = invoke_cli("import", first, second, env=env)
     assert result.returncode == 0, result.stderr
     assert "skipped snapshot_20230101.csv" in result.stdout
     assert db_conn.execute("SELECT count(*) FROM ingest.snapshots_latest").fetchone() == (2,)
-    assert run_cli("list", env=env).returncode == 0
-    assert run_cli("forget", second.name, env=env).returncode == 0
+    assert invoke_cli("list", env=env).returncode == 0
+    assert invoke_cli("forget", second.name, env=env).returncode == 0
     assert db_conn.execute("SELECT count(*) FROM ingest.snapshots").fetchone() == (1,)
     assert relations_in(db_conn, "ingest") == before
 
@@ -633,20 +635,20 @@ def test_a_read_only_role_can_list(tmp_path: Path, cli_env: dict[str, str], db_u
     sample = tmp_path / "snapshot_20230101.csv"
     sample.write_bytes(SAMPLE)
     owner = {**cli_env, "SNAPSHOTS_DATABASE": db_url, "SNAPSHOTS_SCHEMA": "ingest"}
-    assert run_cli("import", sample, env=owner).returncode == 0
+    assert invoke_cli("import", sample, env=owner).returncode == 0
     role = loader["role"]
     grant(db_conn, "GRANT CONNECT ON DATABASE {db} TO {role}", db=loader["db"], role=role)
     grant(db_conn, "GRANT USAGE ON SCHEMA ingest TO {role}", role=role)
     grant(db_conn, "GRANT SELECT ON ingest.snapshot_imports TO {role}", role=role)
     env = {**cli_env, "SNAPSHOTS_DATABASE": loader["uri"], "SNAPSHOTS_SCHEMA": "ingest"}
-    denied = run_cli("list", env=env)
+    denied = invoke_cli("list", env=env)
     assert denied.returncode == 1
     assert "permission denied" in one_error_line(denied)
     grant(db_conn, "GRANT SELECT ON ingest.snapshot_ledger_version TO {role}", role=role)
-    listed = run_cli("list", "--format", "json", env=env)
+    listed = invoke_cli("list", "--format", "json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert [r["file"] for r in json.loads(listed.stdout)] == [sample.name]
-    assert run_cli("list", sample, env=env).returncode == 0
+    assert invoke_cli("list", sample, env=env).returncode == 0
 
 
 @pytest.mark.smoke
@@ -659,13 +661,13 @@ def test_list_on_a_database_without_a_ledger_runs_no_ddl(tmp_path: Path,
     still list (nothing)."""
     before = relations_in(db_conn, "public") | relations_in(db_conn, "ingest")
     for fmt, expected in (("json", "[]"), ("csv", None), ("table", None)):
-        result = run_cli("--database", db_url, "list", "--format", fmt, env=cli_env)
+        result = invoke_cli("--database", db_url, "list", "--format", fmt, env=cli_env)
         assert result.returncode == 0, result.stderr
         if expected is not None:
             assert result.stdout.strip() == expected
     sample = tmp_path / "snapshot_20230101.csv"
     sample.write_bytes(SAMPLE)
-    states = run_cli("--database", db_url, "list", "--format", "json", sample, env=cli_env)
+    states = invoke_cli("--database", db_url, "list", "--format", "json", sample, env=cli_env)
     assert states.returncode == 1
     assert json.loads(states.stdout)[0]["state"] == "not_imported"
     assert relations_in(db_conn, "public") | relations_in(db_conn, "ingest") == before
@@ -673,8 +675,8 @@ def test_list_on_a_database_without_a_ledger_runs_no_ddl(tmp_path: Path,
     grant(db_conn, "GRANT CONNECT ON DATABASE {db} TO {role}", db=loader["db"],
           role=loader["role"])
     grant(db_conn, "GRANT USAGE ON SCHEMA ingest TO {role}", role=loader["role"])
-    result = run_cli("--database", loader["uri"], "--schema", "ingest", "list", "--format",
-                     "json", env=cli_env)
+    result = invoke_cli("--database", loader["uri"], "--schema", "ingest", "list", "--format",
+                        "json", env=cli_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert relations_in(db_conn, "public") | relations_in(db_conn, "ingest") == before
@@ -684,7 +686,7 @@ def test_missing_schema_is_a_clear_error(tmp_path: Path, cli_env: dict[str, str]
                                          db_url: str) -> None:
     sample = tmp_path / "snapshot_20230101.csv"
     sample.write_bytes(SAMPLE)
-    result = run_cli("--database", db_url, "--schema", "nowhere", "import", sample, env=cli_env)
+    result = invoke_cli("--database", db_url, "--schema", "nowhere", "import", sample, env=cli_env)
     assert result.returncode == 2
     assert "schema 'nowhere' does not exist" in one_error_line(result)
 
@@ -710,9 +712,9 @@ def test_a_sql_ascii_database_loads_and_lists(tmp_path: Path, cli_env: dict[str,
     # current_schema() as bytes and the import said `schema "b'public'" does not exist`.
     path = tmp_path / "snapshot_20240101.csv"
     path.write_text("id,name\n1,Zoë\n2,Jake\n", encoding="utf-8")
-    result = run_cli("--database", sql_ascii_url, "import", path, env=cli_env)
+    result = invoke_cli("--database", sql_ascii_url, "import", path, env=cli_env)
     assert result.returncode == 0, result.stderr
-    listed = run_cli("--database", sql_ascii_url, "list", "--format", "json", env=cli_env)
+    listed = invoke_cli("--database", sql_ascii_url, "list", "--format", "json", env=cli_env)
     assert listed.returncode == 0, listed.stderr
     assert [r["rows"] for r in json.loads(listed.stdout)] == [2]
     with psycopg.connect(sql_ascii_url, client_encoding="UTF8") as conn:

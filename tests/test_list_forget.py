@@ -1,5 +1,5 @@
 """`snapshots list` (table, CSV, JSON and its JSON Schema; file states) and `snapshots forget`,
-through the real CLI.
+through the CLI (in process, with the `cli` harness).
 
 The list tests share one database prepared once per module with every kind of record; they
 only read it. The forget tests change data, so each gets its own database.
@@ -12,7 +12,6 @@ import datetime as dt
 import io
 import json
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from importlib import resources
@@ -22,9 +21,8 @@ from typing import Any
 import jsonschema
 import psycopg
 import pytest
-from helpers import conninfo_to_uri, run_cli
+from helpers import Cli, conninfo_to_uri
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from snapshots import embedded
 
@@ -54,36 +52,6 @@ def assert_valid(validator: jsonschema.protocols.Validator, document: Any) -> No
     assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
 
 
-class Db:
-    def __init__(self, url: str, env: dict[str, str], directory: Path) -> None:
-        self.url = url
-        self.env = env
-        self.dir = directory
-
-    def run(self, *args: str, code: int = 0,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        result = run_cli("--database", self.url, *args, env=env or self.env, cwd=self.dir)
-        assert result.returncode == code, (
-            f"exit {result.returncode}, expected {code}\n"
-            f"stdout: {result.stdout}\nstderr: {result.stderr}")
-        return result
-
-    def json(self, *args: str, code: int = 0) -> list[dict[str, Any]]:
-        return json.loads(self.run("list", "--format", "json", *args, code=code).stdout)
-
-    def write(self, name: str, content: str) -> str:
-        (self.dir / name).write_text(content)
-        return name
-
-    def ledger(self) -> list[dict[str, Any]]:
-        with psycopg.connect(self.url) as conn, conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute("SELECT * FROM snapshot_imports ORDER BY id").fetchall()
-
-    def query(self, query: str | sql.Composable, params: Any = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.url) as conn:
-            return conn.execute(query, params).fetchall()
-
-
 def clean_env(embedded_dir: Path) -> dict[str, str]:
     """Like conftest's cli_env, for a module-scoped fixture."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SNAPSHOTS_", "PG"))}
@@ -92,7 +60,7 @@ def clean_env(embedded_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def listed(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
+def listed(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     """One database holding every kind of record:
 
     #1 a imported · b imported (#2), then changed on disk · #3 c failed · #4 copy: same bytes
@@ -104,7 +72,7 @@ def listed(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
             sql.Identifier(name)))
     directory = tmp_path_factory.mktemp("listed")
-    db = Db(conninfo_to_uri(pg_server, dbname=name), clean_env(directory / "embedded"),
+    db = Cli(conninfo_to_uri(pg_server, dbname=name), clean_env(directory / "embedded"),
             directory)
     db.write("a_20230101.csv", "id,n\n1,10\n2,20\n")
     db.write("b_20230102.csv", "id,n\n3,30\n")
@@ -147,7 +115,7 @@ def test_schema_ships_as_package_data_and_is_valid() -> None:
 
 
 def test_schema_rejects_what_the_spec_rules_out(validator: jsonschema.protocols.Validator,
-                                                listed: Db) -> None:
+                                                listed: Cli) -> None:
     [good] = [e for e in listed.json() if e["id"] == 1]
     assert validator.is_valid([good])
 
@@ -175,7 +143,7 @@ def test_schema_rejects_what_the_spec_rules_out(validator: jsonschema.protocols.
 # --------------------------------------------------------------------------- list
 
 
-def test_list_json(listed: Db, validator: jsonschema.protocols.Validator) -> None:
+def test_list_json(listed: Cli, validator: jsonschema.protocols.Validator) -> None:
     entries = listed.json()
     assert_valid(validator, entries)
     # One entry per snapshot (imported preferred, else its latest attempt), by date.
@@ -208,7 +176,7 @@ def test_list_json(listed: Db, validator: jsonschema.protocols.Validator) -> Non
     assert by_id[9]["snapshot_date"] is None
 
 
-def test_list_all_and_status(listed: Db, validator: jsonschema.protocols.Validator) -> None:
+def test_list_all_and_status(listed: Cli, validator: jsonschema.protocols.Validator) -> None:
     every = listed.json("--all")
     assert_valid(validator, every)
     assert [e["id"] for e in every] == list(range(1, 10))
@@ -219,7 +187,7 @@ def test_list_all_and_status(listed: Db, validator: jsonschema.protocols.Validat
         ("c_20230103.csv", "failed"), ("f_20230106.csv", "forgotten")]
 
 
-def test_list_csv(listed: Db) -> None:
+def test_list_csv(listed: Cli) -> None:
     result = listed.run("list", "--format", "csv")
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == RECORD_KEYS
@@ -234,7 +202,7 @@ def test_list_csv(listed: Db) -> None:
     assert result.stdout.splitlines() == [",".join(RECORD_KEYS)]
 
 
-def test_list_table_in_local_time(listed: Db) -> None:
+def test_list_table_in_local_time(listed: Cli) -> None:
     result = listed.run("list", env={**listed.env, "TZ": "XST-5:30"})
     out = result.stdout.splitlines()
     assert out[0].split() == ["ID", "FILE", "DATE", "STATUS", "ROWS", "REJECTED", "WHEN",
@@ -251,7 +219,7 @@ def test_list_table_in_local_time(listed: Db) -> None:
     assert body["undated.csv"].split()[2] == "imported"  # no date column value
 
 
-def test_list_files_states(listed: Db, validator: jsonschema.protocols.Validator) -> None:
+def test_list_files_states(listed: Cli, validator: jsonschema.protocols.Validator) -> None:
     files = ["a_20230101.csv", "b_20230102.csv", "c_20230103.csv", "new_20230108.csv",
              "f_20230106.csv", str(listed.dir / "copy_20230104.csv")]
     result = listed.run("list", "--format", "json", *files, code=1)
@@ -301,10 +269,8 @@ def test_list_files_states(listed: Db, validator: jsonschema.protocols.Validator
     assert "no_such_20230101.csv" in result.stderr
 
 
-def test_list_on_an_empty_database_runs_no_ddl(db_url: str, cli_env: dict[str, str],
-                                               tmp_path: Path,
-                                               db_conn: psycopg.Connection) -> None:
-    db = Db(db_url, cli_env, tmp_path)
+def test_list_on_an_empty_database_runs_no_ddl(cli: Cli, db_conn: psycopg.Connection) -> None:
+    db = cli
     assert db.json() == []
     db.write("a_20230101.csv", "id\n1\n")
     entries = db.json("a_20230101.csv", code=1)
@@ -320,27 +286,27 @@ def test_list_on_an_empty_database_runs_no_ddl(db_url: str, cli_env: dict[str, s
 
 
 @pytest.fixture
-def forget_db(db_url: str, cli_env: dict[str, str], tmp_path: Path) -> Db:
-    return Db(db_url, cli_env, tmp_path)
+def forget_db(cli: Cli) -> Cli:
+    return cli
 
 
-def statuses(db: Db) -> dict[int, str]:
+def statuses(db: Cli) -> dict[int, str]:
     return {r["id"]: r["status"] for r in db.ledger()}
 
 
-def test_forget_by_name_and_by_path(forget_db: Db) -> None:
+def test_forget_by_name_and_by_path(forget_db: Cli) -> None:
     db = forget_db
     for day in ("20230101", "20230102", "20230103"):
         db.write(f"s_{day}.csv", f"id\n{day}\n{day}\n")
     db.run("import", "--jobs", "1", ".")
-    assert db.query("SELECT DISTINCT snapshot_id FROM snapshots_latest") == [(3,)]
+    assert db.rows("SELECT DISTINCT snapshot_id FROM snapshots_latest") == [(3,)]
 
     result = db.run("forget", "s_20230103.csv")
     assert result.stdout.splitlines() == ["forgot s_20230103.csv (#3)", "deleted 2 rows"]
     assert statuses(db) == {1: "imported", 2: "imported", 3: "forgotten"}
-    assert db.query("SELECT DISTINCT snapshot_id FROM snapshots ORDER BY 1") == [(1,), (2,)]
+    assert db.rows("SELECT DISTINCT snapshot_id FROM snapshots ORDER BY 1") == [(1,), (2,)]
     # The latest view falls back to the newest snapshot still imported.
-    assert db.query("SELECT DISTINCT snapshot_id FROM snapshots_latest") == [(2,)]
+    assert db.rows("SELECT DISTINCT snapshot_id FROM snapshots_latest") == [(2,)]
 
     # A path is reduced to its file name; the file need not exist any more.
     result = db.run("forget", "/gone/away/s_20230101.csv")
@@ -354,7 +320,7 @@ def test_forget_by_name_and_by_path(forget_db: Db) -> None:
     assert [e["id"] for e in db.json()] == [1, 2, 4]
 
 
-def test_forget_by_id_versus_a_file_named_like_an_id(forget_db: Db) -> None:
+def test_forget_by_id_versus_a_file_named_like_an_id(forget_db: Cli) -> None:
     db = forget_db
     db.write("s_20230101.csv", "id\n1\n")
     db.write("1", "id\n100\n")  # a snapshot file named "1"
@@ -367,10 +333,10 @@ def test_forget_by_id_versus_a_file_named_like_an_id(forget_db: Db) -> None:
     result = db.run("forget", "1")  # the id
     assert result.stdout.splitlines()[0] == "forgot s_20230101.csv (#1)"
     assert statuses(db) == {1: "forgotten", 2: "forgotten"}
-    assert db.query("SELECT count(*) FROM snapshots") == [(0,)]
+    assert db.rows("SELECT count(*) FROM snapshots") == [(0,)]
 
 
-def test_forget_older_than(forget_db: Db) -> None:
+def test_forget_older_than(forget_db: Cli) -> None:
     db = forget_db
     today = dt.date.today()
     old = (today - dt.timedelta(days=400)).strftime("%Y%m%d")
@@ -387,10 +353,10 @@ def test_forget_older_than(forget_db: Db) -> None:
     assert result.stdout.strip() == "nothing to forget"
     db.run("forget", "--older-than", "5")
     assert statuses(db) == {1: "forgotten", 2: "forgotten", 3: "imported"}
-    assert db.query("SELECT id FROM snapshots") == [(3,)]
+    assert db.rows("SELECT id FROM snapshots") == [(3,)]
 
 
-def test_forget_keep(forget_db: Db) -> None:
+def test_forget_keep(forget_db: Cli) -> None:
     db = forget_db
     for day in ("20230101", "20230102", "20230103", "20230104"):
         db.write(f"s_{day}.csv", f"id\n{day}\n")
@@ -399,14 +365,14 @@ def test_forget_keep(forget_db: Db) -> None:
     assert result.stdout.splitlines() == [
         "forgot s_20230101.csv (#1)", "forgot s_20230102.csv (#2)", "deleted 2 rows"]
     assert statuses(db) == {1: "forgotten", 2: "forgotten", 3: "imported", 4: "imported"}
-    assert db.query("SELECT id FROM snapshots ORDER BY 1") == [(20230103,), (20230104,)]
+    assert db.rows("SELECT id FROM snapshots ORDER BY 1") == [(20230103,), (20230104,)]
     assert db.run("forget", "--keep", "2").stdout.strip() == "nothing to forget"
     db.run("forget", "--keep", "0")
     assert set(statuses(db).values()) == {"forgotten"}
-    assert db.query("SELECT count(*) FROM snapshots") == [(0,)]
+    assert db.rows("SELECT count(*) FROM snapshots") == [(0,)]
 
 
-def test_forget_unknown_and_usage_errors(forget_db: Db) -> None:
+def test_forget_unknown_and_usage_errors(forget_db: Cli) -> None:
     db = forget_db
     result = db.run("forget", "nope.csv", code=1)  # no ledger at all yet
     assert "no imported snapshot nope.csv in snapshots" in result.stderr

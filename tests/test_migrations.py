@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import run_cli, start_cli, wait_until
+from helpers import invoke_cli, start_cli, wait_until
 from psycopg import sql
 
 from snapshots import __version__
@@ -70,7 +70,7 @@ def write(tmp_path: Path, name: str, content: bytes = SAMPLE) -> Path:
 @pytest.mark.smoke
 def test_migrate_an_empty_database(cli_env: dict[str, str], db_url: str,
                                    db_conn: psycopg.Connection) -> None:
-    result = run_cli("--database", db_url, "migrate", env=cli_env)
+    result = invoke_cli("--database", db_url, "migrate", env=cli_env)
     assert result.returncode == 0, result.stderr
     applied = ", ".join(str(n) for n, _, _ in ddl.MIGRATIONS)
     assert result.stdout.strip() == (
@@ -79,7 +79,7 @@ def test_migrate_an_empty_database(cli_env: dict[str, str], db_url: str,
     tools = {r[0] for r in db_conn.execute(
         sql.SQL("SELECT tool_version FROM {}").format(sql.Identifier(ddl.VERSION_TABLE)))}
     assert tools == {__version__}
-    again = run_cli("--database", db_url, "migrate", env=cli_env)
+    again = invoke_cli("--database", db_url, "migrate", env=cli_env)
     assert again.returncode == 0
     assert again.stdout.strip() == f"ledger in schema public is current (version {LATEST})"
     assert versions(db_conn) == [n for n, _, _ in ddl.MIGRATIONS]
@@ -87,8 +87,8 @@ def test_migrate_an_empty_database(cli_env: dict[str, str], db_url: str,
 
 def test_import_migrates_an_empty_database(tmp_path: Path, cli_env: dict[str, str],
                                            db_url: str, db_conn: psycopg.Connection) -> None:
-    result = run_cli("--database", db_url, "import", write(tmp_path, "snapshot_20230101.csv"),
-                     env=cli_env)
+    result = invoke_cli("--database", db_url, "import", write(tmp_path, "snapshot_20230101.csv"),
+                        env=cli_env)
     assert result.returncode == 0, result.stderr
     assert versions(db_conn)[-1] == LATEST
     assert db_conn.execute("SELECT count(*) FROM snapshots").fetchone() == (2,)
@@ -97,7 +97,7 @@ def test_import_migrates_an_empty_database(tmp_path: Path, cli_env: dict[str, st
 def test_migrate_into_another_schema(cli_env: dict[str, str], db_url: str,
                                      db_conn: psycopg.Connection) -> None:
     db_conn.execute("CREATE SCHEMA ingest")
-    result = run_cli("--database", db_url, "--schema", "ingest", "migrate", env=cli_env)
+    result = invoke_cli("--database", db_url, "--schema", "ingest", "migrate", env=cli_env)
     assert result.returncode == 0, result.stderr
     assert "ledger in schema ingest migrated" in result.stdout
     assert versions(db_conn, "ingest")[-1] == LATEST
@@ -126,21 +126,21 @@ def test_upgrade_from_an_earlier_version(tmp_path: Path, cli_env: dict[str, str]
         "10, 'failed', NULL, now()) RETURNING id").fetchone()[0]
 
     # `list` runs no DDL: it refuses an old ledger and says how to upgrade.
-    listed = run_cli("--database", db_url, "list", env=cli_env)
+    listed = invoke_cli("--database", db_url, "list", env=cli_env)
     assert listed.returncode == 1
     assert f"at version {start}" in listed.stderr and "snapshots migrate" in listed.stderr
     assert "Traceback" not in listed.stderr
     assert versions(db_conn) == list(range(1, start + 1))
 
-    result = run_cli("--database", db_url, "import", write(tmp_path, "snapshot_20230101.csv"),
-                     env=cli_env)
+    result = invoke_cli("--database", db_url, "import", write(tmp_path, "snapshot_20230101.csv"),
+                        env=cli_env)
     assert result.returncode == 0, result.stderr
     assert versions(db_conn) == [n for n, _, _ in ddl.MIGRATIONS]
     db_conn.execute("CREATE SCHEMA fresh")
     ddl.migrate(db_conn, "fresh")
     assert shape(db_conn, "public") == shape(db_conn, "fresh")
 
-    listed = run_cli("--database", db_url, "list", "--all", "--format", "json", env=cli_env)
+    listed = invoke_cli("--database", db_url, "list", "--all", "--format", "json", env=cli_env)
     assert listed.returncode == 0, listed.stderr
     assert f'"id": {old},' in listed.stdout
     assert '"file": "snapshot_20230101.csv"' in listed.stdout
@@ -151,12 +151,12 @@ def test_migrate_command_from_an_earlier_version(cli_env: dict[str, str], db_url
                                                  db_conn: psycopg.Connection,
                                                  start: int) -> None:
     ddl.migrate(db_conn, "public", target=start)
-    result = run_cli("--database", db_url, "migrate", env=cli_env)
+    result = invoke_cli("--database", db_url, "migrate", env=cli_env)
     assert result.returncode == 0, result.stderr
     rest = ", ".join(str(n) for n in range(start + 1, LATEST + 1))
     assert result.stdout.strip() == (
         f"ledger in schema public migrated to version {LATEST} (applied {rest})")
-    assert run_cli("--database", db_url, "list", env=cli_env).returncode == 0
+    assert invoke_cli("--database", db_url, "list", env=cli_env).returncode == 0
 
 
 # --------------------------------------------------------------------------- newer than the tool
@@ -184,7 +184,7 @@ def test_a_ledger_newer_than_the_tool_is_refused(tmp_path: Path, cli_env: dict[s
     args = [str(path) if word == "FILE" else word for word in command]
     tables_before = db_conn.execute(
         "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone()
-    result = run_cli("--database", db_url, *args, env=cli_env)
+    result = invoke_cli("--database", db_url, *args, env=cli_env)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import run_cli
+from helpers import invoke_cli
 
 pytestmark = pytest.mark.smoke
 
@@ -20,7 +20,7 @@ def test_a_backslash_dot_line_is_data_or_a_clear_error(
     body = "value\nfirst\n\\.\nlast\n" if ending else "value\nfirst\nsecond\n\\."
     path = tmp_path / "snapshot_20230101.csv"
     path.write_bytes(body.replace("\n", ending or "\n").encode())
-    result = run_cli("--database", db_url, "import", str(path), env=cli_env)
+    result = invoke_cli("--database", db_url, "import", str(path), env=cli_env)
     if db_conn.info.server_version >= 180000:
         assert result.returncode == 0, result.stderr
         values = [r[0] for r in db_conn.execute("SELECT value FROM snapshots ORDER BY 1")]
@@ -40,10 +40,10 @@ def test_a_stray_quote_fails_instead_of_joining_records(
     if existing:
         good = tmp_path / "snapshot_20230101.csv"
         good.write_text("id,item,price\n9,tea,2\n")
-        assert run_cli("--database", db_url, "import", str(good), env=cli_env).returncode == 0
+        assert invoke_cli("--database", db_url, "import", str(good), env=cli_env).returncode == 0
     path = tmp_path / "snapshot_20230201.csv"
     path.write_text('id,item,price\n1,12" pizza,5\n2,6" sub,3\n3,cola,1\n')
-    result = run_cli("--database", db_url, "import", str(path), env=cli_env)
+    result = invoke_cli("--database", db_url, "import", str(path), env=cli_env)
     assert result.returncode == 1
     assert f"{path}:2: malformed quoting" in result.stderr
     rows = db_conn.execute("SELECT count(*) FROM snapshots").fetchone() if existing else None
@@ -51,5 +51,5 @@ def test_a_stray_quote_fails_instead_of_joining_records(
     # Line breaks inside properly quoted fields are fine.
     multi = tmp_path / "snapshot_20230301.csv"
     multi.write_text('id,item,price\n1,"two\nlines",5\n2,"say ""hi""",3\n')
-    result = run_cli("--database", db_url, "import", str(multi), env=cli_env)
+    result = invoke_cli("--database", db_url, "import", str(multi), env=cli_env)
     assert result.returncode == 0, result.stderr

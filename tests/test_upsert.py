@@ -1,18 +1,14 @@
 """Upsert mode: a table that already exists with a PRIMARY KEY and no snapshot_id, like the
-seed's own `snapshots(user_id PRIMARY KEY, ...)`, through the real CLI.
+seed's own `snapshots(user_id PRIMARY KEY, ...)`, through the CLI (in process).
 """
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from helpers import run_cli
-from psycopg.rows import dict_row
+from helpers import Cli
 
 HEADER = "user_id,name,store_name,credit_limit\n"
 JAN = HEADER + (
@@ -29,51 +25,24 @@ JUN = HEADER + (
 )
 
 
-class Keyed:
-    def __init__(self, db_url: str, env: dict[str, str], directory: Path,
-                 conn: psycopg.Connection) -> None:
-        self.db_url = db_url
-        self.env = env
-        self.dir = directory
-        self.conn = conn
-
-    def run(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        result = run_cli("--database", self.db_url, *args, env=self.env, cwd=self.dir)
-        assert result.returncode == code, (
-            f"exit {result.returncode}, expected {code}\n"
-            f"stdout: {result.stdout}\nstderr: {result.stderr}")
-        return result
-
-    def write(self, name: str, content: str) -> str:
-        (self.dir / name).write_text(content)
-        return name
-
-    def rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(query, params).fetchall()
-
-    def table(self) -> dict[int, tuple[Any, ...]]:
-        """user_id -> (xmin, name, store_name, credit_limit as text)."""
-        return {r[0]: r[1:] for r in self.rows(
-            "SELECT user_id, xmin::text, name, store_name, credit_limit::text FROM snapshots")}
-
-    def ledger(self) -> list[dict[str, Any]]:
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute("SELECT * FROM snapshot_imports ORDER BY id").fetchall()
+def table(cli: Cli) -> dict[int, tuple[Any, ...]]:
+    """user_id -> (xmin, name, store_name, credit_limit as text)."""
+    return {r[0]: r[1:] for r in cli.rows(
+        "SELECT user_id, xmin::text, name, store_name, credit_limit::text FROM snapshots")}
 
 
 @pytest.fixture
-def keyed(db_url: str, cli_env: dict[str, str], tmp_path: Path,
-          db_conn: psycopg.Connection) -> Keyed:
+def keyed(cli: Cli, db_conn: psycopg.Connection) -> Cli:
     db_conn.execute("CREATE TABLE snapshots (user_id bigint PRIMARY KEY, name text NOT NULL, "
                     "store_name text, credit_limit numeric)")
-    return Keyed(db_url, cli_env, tmp_path, db_conn)
+    return cli
 
 
 def values(table: dict[int, tuple[Any, ...]]) -> dict[int, tuple[Any, ...]]:
     return {k: v[1:] for k, v in table.items()}
 
 
-def test_merge_on_the_primary_key(keyed: Keyed) -> None:
+def test_merge_on_the_primary_key(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.write("snapshot_20230603.csv", JUN)
     result = keyed.run("import", "snapshot_20230101.csv")  # --mode auto finds upsert
@@ -83,11 +52,11 @@ def test_merge_on_the_primary_key(keyed: Keyed) -> None:
     assert keyed.rows("SELECT count(*) FROM information_schema.columns "
                       "WHERE table_name = 'snapshots' AND column_name = 'snapshot_id'") == [(0,)]
     assert keyed.rows("SELECT to_regclass('snapshots_latest')") == [(None,)]
-    before = keyed.table()
+    before = table(keyed)
 
     result = keyed.run("import", "snapshot_20230603.csv")
     assert "merged: 2 inserted or changed" in result.stdout
-    after = keyed.table()
+    after = table(keyed)
     assert values(after) == {
         1: ("Jake", "Best Berlin Burgers", "12000.1"),
         2: ("Mostafa", "Express Espresso", "500.002"),
@@ -105,68 +74,68 @@ def test_merge_on_the_primary_key(keyed: Keyed) -> None:
 
     result = keyed.run("import", "snapshot_20230603.csv")
     assert "skipped snapshot_20230603.csv: already imported as #2" in result.stdout
-    assert keyed.table() == after
+    assert table(keyed) == after
 
 
-def test_delete_missing(keyed: Keyed) -> None:
+def test_delete_missing(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.write("snapshot_20230603.csv", JUN)
     keyed.run("import", "snapshot_20230101.csv")
     result = keyed.run("import", "--delete-missing", "snapshot_20230603.csv")
     assert "merged: 2 inserted or changed, 1 deleted" in result.stdout
-    assert sorted(keyed.table()) == [1, 2, 3, 5]
+    assert sorted(table(keyed)) == [1, 2, 3, 5]
 
 
-def test_header_matched_by_normalised_name_in_any_order(keyed: Keyed) -> None:
+def test_header_matched_by_normalised_name_in_any_order(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv",
                 "Credit Limit,Store Name,Name,User ID\n10.5,Shop,Jake,1\n")
     keyed.run("import", "snapshot_20230101.csv")
-    assert values(keyed.table()) == {1: ("Jake", "Shop", "10.5")}
+    assert values(table(keyed)) == {1: ("Jake", "Shop", "10.5")}
 
 
-def test_older_snapshot_is_refused_unless_forced(keyed: Keyed) -> None:
+def test_older_snapshot_is_refused_unless_forced(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.write("snapshot_20230603.csv", JUN)
     keyed.run("import", "snapshot_20230603.csv")
-    before = keyed.table()
+    before = table(keyed)
 
     result = keyed.run("import", "snapshot_20230101.csv", code=1)
     assert "snapshot date 2023-01-01 is older than snapshot_20230603.csv (2023-06-03)" \
         in result.stderr
     assert "nothing written" in result.stderr
     assert "--force" in result.stderr
-    assert keyed.table() == before  # not even a tuple rewritten
+    assert table(keyed) == before  # not even a tuple rewritten
     assert [r["status"] for r in keyed.ledger()] == ["imported", "failed"]
 
     result = keyed.run("import", "--force", "snapshot_20230101.csv")
     assert "imported snapshot_20230101.csv" in result.stdout
-    assert values(keyed.table())[1] == ("Jake", "Best Berlin Burgers", "10000.1")
+    assert values(table(keyed))[1] == ("Jake", "Best Berlin Burgers", "10000.1")
     assert [r["status"] for r in keyed.ledger()] == ["imported", "failed", "imported"]
 
 
-def test_files_given_together_merge_in_date_order(keyed: Keyed) -> None:
+def test_files_given_together_merge_in_date_order(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.write("snapshot_20230603.csv", JUN)
     # Even with several connections: --mode auto resolves to upsert, which merges in order.
     result = keyed.run("import", "--jobs", "2", "snapshot_20230603.csv", "snapshot_20230101.csv")
     assert [line.split(":")[0] for line in result.stdout.splitlines()[:2]] == [
         "imported snapshot_20230101.csv", "imported snapshot_20230603.csv"]
-    assert values(keyed.table())[1] == ("Jake", "Best Berlin Burgers", "12000.1")
+    assert values(table(keyed))[1] == ("Jake", "Best Berlin Burgers", "12000.1")
 
 
-def test_undated_snapshot_is_not_refused(keyed: Keyed) -> None:
+def test_undated_snapshot_is_not_refused(keyed: Cli) -> None:
     keyed.write("snapshot_20230603.csv", JUN)
     keyed.write("manual_fix.csv", HEADER + "2,Mostafa,Espresso Express,600\n")
     keyed.run("import", "snapshot_20230603.csv")
     result = keyed.run("import", "manual_fix.csv")
     assert "no YYYYMMDD date" in result.stderr
-    assert values(keyed.table())[2] == ("Mostafa", "Espresso Express", "600")
+    assert values(table(keyed))[2] == ("Mostafa", "Espresso Express", "600")
 
 
-def test_duplicate_key_names_the_key_and_both_lines(keyed: Keyed) -> None:
+def test_duplicate_key_names_the_key_and_both_lines(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.run("import", "snapshot_20230101.csv")
-    before = keyed.table()
+    before = table(keyed)
     keyed.write("snapshot_20230603.csv", HEADER + (
         "1,Jake,Best,1\n"
         '2,Mo,"two\nlines",2\n'  # lines 3-4: physical lines are counted, not records
@@ -176,42 +145,42 @@ def test_duplicate_key_names_the_key_and_both_lines(keyed: Keyed) -> None:
     result = keyed.run("import", "snapshot_20230603.csv", code=1)
     assert "snapshot_20230603.csv:6: duplicate primary key (user_id=2) on lines 3 and 6" \
         in result.stderr
-    assert keyed.table() == before
+    assert table(keyed) == before
     assert keyed.ledger()[-1]["status"] == "failed"
 
 
-def test_empty_key_is_an_error(keyed: Keyed) -> None:
+def test_empty_key_is_an_error(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", HEADER + "1,Jake,Best,1\n,Nobody,Shop,2\n")
     result = keyed.run("import", "snapshot_20230101.csv", code=1)
     assert "snapshot_20230101.csv:3: empty primary key value, column user_id" in result.stderr
-    assert keyed.table() == {}
+    assert table(keyed) == {}
 
 
-def test_bad_value_writes_nothing(keyed: Keyed) -> None:
+def test_bad_value_writes_nothing(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.run("import", "snapshot_20230101.csv")
-    before = keyed.table()
+    before = table(keyed)
     keyed.write("snapshot_20230603.csv", HEADER + "1,Jake,Best,1\n9,Nine,Shop,lots\n")
     result = keyed.run("import", "snapshot_20230603.csv", code=1)
     assert "snapshot_20230603.csv:3:" in result.stderr
     assert "column credit_limit" in result.stderr
-    assert keyed.table() == before
+    assert table(keyed) == before
     # A NOT NULL column the file leaves empty: the table's own constraint speaks.
     keyed.write("snapshot_20230604.csv", HEADER + "1,,Best,1\n")
     result = keyed.run("import", "snapshot_20230604.csv", code=1)
     assert "snapshot_20230604.csv" in result.stderr
     assert "name" in result.stderr
-    assert keyed.table() == before
+    assert table(keyed) == before
 
 
-def test_strict_schema_refuses_a_different_header(keyed: Keyed) -> None:
+def test_strict_schema_refuses_a_different_header(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", "user_id,name,email\n1,Jake,j@example.com\n")
     result = keyed.run("import", "snapshot_20230101.csv", code=1)
     assert "added email; missing store_name, credit_limit" in result.stderr
-    assert keyed.table() == {}
+    assert table(keyed) == {}
 
 
-def test_schema_evolution_add_in_upsert(keyed: Keyed) -> None:
+def test_schema_evolution_add_in_upsert(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.run("import", "snapshot_20230101.csv")
     keyed.write("snapshot_20230604.csv", "user_id,name,email\n1,Jake,j@example.com\n"
@@ -228,72 +197,72 @@ def test_schema_evolution_add_in_upsert(keyed: Keyed) -> None:
     assert "lacks primary key column(s) user_id" in result.stderr
 
 
-def test_forget_only_marks_and_replace_remerges(keyed: Keyed) -> None:
+def test_forget_only_marks_and_replace_remerges(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.run("import", "snapshot_20230101.csv")
-    before = keyed.table()
+    before = table(keyed)
 
     result = keyed.run("forget", "snapshot_20230101.csv")
     assert "forgot snapshot_20230101.csv (#1)" in result.stdout
     assert "deleted" not in result.stdout
-    assert keyed.table() == before
+    assert table(keyed) == before
     assert [r["status"] for r in keyed.ledger()] == ["forgotten"]
 
     # Forgotten: the same file may be merged again (nothing changes, nothing is rewritten).
     result = keyed.run("import", "snapshot_20230101.csv")
     assert "merged: 0 inserted or changed" in result.stdout
-    assert keyed.table() == before
+    assert table(keyed) == before
 
     # A corrected file under the same name: a conflict, then --replace merges it.
     keyed.write("snapshot_20230101.csv", JAN.replace("2500.00", "2600.00"))
     result = keyed.run("import", "snapshot_20230101.csv", code=1)
     assert "conflict" in result.stderr
-    assert keyed.table() == before
+    assert table(keyed) == before
     result = keyed.run("import", "--replace", "snapshot_20230101.csv")
     assert "merged: 1 inserted or changed" in result.stdout
     assert "replaced #2" in result.stdout
-    after = keyed.table()
+    after = table(keyed)
     assert values(after)[3] == ("Aiko", "Tokyo Tea House", "2600.00")
     assert after[1] == before[1]
     assert [r["status"] for r in keyed.ledger()] == ["forgotten", "replaced", "imported"]
 
 
-def test_replace_of_the_newest_is_not_refused_as_older(keyed: Keyed) -> None:
+def test_replace_of_the_newest_is_not_refused_as_older(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.write("snapshot_20230603.csv", JUN)
     keyed.run("import", "snapshot_20230101.csv", "snapshot_20230603.csv")
     keyed.write("snapshot_20230603.csv", JUN.replace("12000.1", "13000.1"))
     keyed.run("import", "--replace", "snapshot_20230603.csv")
-    assert values(keyed.table())[1] == ("Jake", "Best Berlin Burgers", "13000.1")
+    assert values(table(keyed))[1] == ("Jake", "Best Berlin Burgers", "13000.1")
     # Replacing the older one would move time backwards: refused without --force.
     keyed.write("snapshot_20230101.csv", JAN.replace("10000.1", "1"))
     result = keyed.run("import", "--replace", "snapshot_20230101.csv", code=1)
     assert "older than snapshot_20230603.csv" in result.stderr
-    assert values(keyed.table())[1] == ("Jake", "Best Berlin Burgers", "13000.1")
+    assert values(table(keyed))[1] == ("Jake", "Best Berlin Burgers", "13000.1")
 
 
-def test_on_error_skip_in_upsert(keyed: Keyed) -> None:
+def test_on_error_skip_in_upsert(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", HEADER + "1,Jake,Best,1\n2,Mo,Shop,x\n3,Aiko,Tea\n"
                                                   "4,Lena,Lemon,4\n")
     result = keyed.run("import", "--on-error", "skip", "snapshot_20230101.csv")
     assert "2 rejected rows" in result.stdout
-    assert sorted(keyed.table()) == [1, 4]
+    assert sorted(table(keyed)) == [1, 4]
     assert keyed.rows("SELECT line, column_name, value FROM snapshot_rejects ORDER BY line") \
         == [(3, "credit_limit", "x"), (4, None, None)]
 
 
-def test_dry_run_checks_keys_and_writes_nothing(keyed: Keyed) -> None:
+def test_dry_run_checks_keys_and_writes_nothing(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", HEADER + "1,Jake,Best,1\n1,Jake,Best,2\n")
     result = keyed.run("import", "--dry-run", "snapshot_20230101.csv", code=1)
     assert "duplicate primary key (user_id=1) on lines 2 and 3" in result.stderr
     keyed.write("snapshot_20230102.csv", JAN)
     result = keyed.run("import", "--dry-run", "snapshot_20230102.csv")
     assert "valid snapshot_20230102.csv: 4 rows" in result.stdout
-    assert keyed.table() == {}
+    assert table(keyed) == {}
     assert keyed.rows("SELECT to_regclass('snapshot_imports')") == [(None,)]
 
 
-def test_composite_key(keyed: Keyed) -> None:
+def test_composite_key(keyed: Cli) -> None:
     keyed.conn.execute("CREATE TABLE stock (region text, sku bigint, qty bigint, "
                        "PRIMARY KEY (region, sku))")
     keyed.write("stock_20230101.csv", "region,sku,qty\neu,1,5\nus,1,6\n")
@@ -311,7 +280,7 @@ def test_composite_key(keyed: Keyed) -> None:
     assert "duplicate primary key (region=eu, sku=1) on lines 2 and 3" in result.stderr
 
 
-def test_upsert_mode_needs_a_key(keyed: Keyed) -> None:
+def test_upsert_mode_needs_a_key(keyed: Cli) -> None:
     keyed.write("s_20230101.csv", "id\n1\n")
     result = keyed.run("--table", "fresh", "import", "--mode", "upsert", "s_20230101.csv",
                        code=2)  # the command line asks for what can't be: a usage error
@@ -320,10 +289,10 @@ def test_upsert_mode_needs_a_key(keyed: Keyed) -> None:
     assert keyed.rows("SELECT to_regclass('fresh')") == [(None,)]
 
 
-def test_delete_missing_spares_the_keys_of_rejected_rows(keyed: Keyed) -> None:
+def test_delete_missing_spares_the_keys_of_rejected_rows(keyed: Cli) -> None:
     keyed.write("snapshot_20230101.csv", JAN)
     keyed.run("import", "snapshot_20230101.csv")
-    before = keyed.table()
+    before = table(keyed)
     # Key 2 is in the snapshot (its limit is bad): rejected, but not "missing".
     keyed.write("snapshot_20230102.csv", HEADER + "1,Jake,Best Berlin Burgers,10000.1\n"
                                                   "2,Mostafa,Express Espresso,lots\n")
@@ -334,9 +303,9 @@ def test_delete_missing_spares_the_keys_of_rejected_rows(keyed: Keyed) -> None:
                        "snapshot_20230103.csv", code=1)
     assert "snapshot_20230103.csv:3: --delete-missing: this rejected record's key is unknown" \
         in result.stderr
-    assert keyed.table() == before
+    assert table(keyed) == before
 
     result = keyed.run("import", "--on-error", "skip", "--delete-missing",
                        "snapshot_20230102.csv")
     assert "merged: 0 inserted or changed, 2 deleted; 1 rejected row" in result.stdout
-    assert keyed.table() == {k: v for k, v in before.items() if k in (1, 2)}
+    assert table(keyed) == {k: v for k, v in before.items() if k in (1, 2)}

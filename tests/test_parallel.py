@@ -30,8 +30,8 @@ import psycopg
 import pytest
 from helpers import (
     finish,
+    invoke_cli,
     other_sessions,
-    run_cli,
     start_cli,
     wait_until,
     write_rows,
@@ -53,7 +53,8 @@ PART_TABLES = r"^snapshot_(part|stage)_[0-9]+$"
 
 def cli(db_url: str, env: dict[str, str], *args: str | os.PathLike[str], table: str = "t"
         ) -> subprocess.CompletedProcess[str]:
-    return run_cli("--database", db_url, "--table", table, *args, env=env)
+    """`snapshots --database DB --table TABLE ARGS` in process (signals use start_cli)."""
+    return invoke_cli("--database", db_url, "--table", table, *args, env=env)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

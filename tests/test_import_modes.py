@@ -598,7 +598,11 @@ def test_options_before_or_after_the_command(cli: Cli) -> None:
     assert "imported s_20230101.csv" in before.stdout
     assert after.stdout.strip() == "skipped s_20230101.csv: already imported as #1"
 
-    # An option before the command also beats the environment the command reads.
+
+def test_an_option_before_the_command_beats_the_environment(cli: Cli) -> None:
+    """...the environment the command reads (SNAPSHOTS_TABLE here)."""
+    cli.write("s_20230101.csv", "id\n1\n")
+    cli.run("--table", "t1", "import", "s_20230101.csv")
     one = invoke_cli("--database", cli.db_url, "--table", "t1", "list", "--format", "json",
                      env={**cli.env, "SNAPSHOTS_TABLE": "wrong"})
     two = invoke_cli("list", "--format", "json", "--database", cli.db_url, "--table", "t1",
@@ -616,7 +620,11 @@ def test_snapshots_database_environment_variable(cli: Cli) -> None:
     assert cli.data(columns="id") == [(1,)]
     result = invoke_cli("list", "--format", "json", env=env)
     assert [e["file"] for e in json.loads(result.stdout)] == ["s_20230101.csv"]
-    # --database wins over the environment.
+
+
+def test_database_option_wins_over_snapshots_database(cli: Cli) -> None:
+    cli.write("s_20230101.csv", "id\n1\n")
+    cli.run("import", "s_20230101.csv")
     bad = {**cli.env, "SNAPSHOTS_DATABASE": "postgresql://nobody@127.0.0.1:1/none"}
     result = invoke_cli("--database", cli.db_url, "list", "--format", "json", env=bad)
     assert result.returncode == 0, result.stderr

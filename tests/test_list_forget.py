@@ -372,36 +372,55 @@ def test_forget_keep(forget_db: Cli) -> None:
     assert db.rows("SELECT count(*) FROM snapshots") == [(0,)]
 
 
-def test_forget_unknown_and_usage_errors(forget_db: Cli) -> None:
-    db = forget_db
-    result = db.run("forget", "nope.csv", code=1)  # no ledger at all yet
+def test_forget_without_a_ledger_is_unknown(forget_db: Cli) -> None:
+    result = forget_db.run("forget", "nope.csv", code=1)  # no ledger at all yet
     assert "no imported snapshot nope.csv in snapshots" in result.stderr
 
-    db.write("s_20230101.csv", "id\n1\n")
-    db.run("import", "s_20230101.csv")
+
+@pytest.fixture
+def one_imported(forget_db: Cli) -> Cli:
+    forget_db.write("s_20230101.csv", "id\n1\n")
+    forget_db.run("import", "s_20230101.csv")
+    return forget_db
+
+
+def test_forget_unknown_names_and_ids(one_imported: Cli) -> None:
+    db = one_imported
     result = db.run("forget", "nope.csv", "99", code=1)
     assert "no imported snapshot nope.csv in snapshots" in result.stderr
     assert "no imported snapshot #99 in snapshots" in result.stderr
     assert statuses(db) == {1: "imported"}
 
-    # Another table is another set of snapshots.
-    result = db.run("forget", "--table", "other", "s_20230101.csv", code=1)
+
+def test_forget_in_another_table_is_unknown(one_imported: Cli) -> None:
+    """Another table is another set of snapshots."""
+    db = one_imported
+    db.run("forget", "--table", "other", "s_20230101.csv", code=1)
     assert statuses(db) == {1: "imported"}
 
-    # Known and unknown together: all or nothing, so nothing is forgotten.
+
+def test_forget_known_and_unknown_together_forgets_nothing(one_imported: Cli) -> None:
+    """All or nothing."""
+    db = one_imported
     result = db.run("forget", "s_20230101.csv", "nope.csv", code=1)
     assert "forgot" not in result.stdout
     assert "no imported snapshot nope.csv" in result.stderr
     assert "nothing was forgotten" in result.stderr
     assert statuses(db) == {1: "imported"}
+
+
+def test_forget_twice_is_unknown_the_second_time(one_imported: Cli) -> None:
+    db = one_imported
     db.run("forget", "s_20230101.csv")
     assert statuses(db) == {1: "forgotten"}
     result = db.run("forget", "s_20230101.csv", code=1)  # already forgotten
     assert "no imported snapshot s_20230101.csv" in result.stderr
 
-    for args in ((), ("a.csv", "--keep", "1")):
-        result = db.run("forget", *args, code=2)
-        assert "give NAME|IMPORT_ID..., or --older-than DAYS, or --keep N" in result.stderr
+
+@pytest.mark.parametrize("args", [(), ("a.csv", "--keep", "1")])
+def test_forget_usage_errors(forget_db: Cli, args: tuple[str, ...]) -> None:
+    result = forget_db.run("forget", *args, code=2)
+    assert "give NAME|IMPORT_ID..., or --older-than DAYS, or --keep N" in result.stderr
 
 
 @pytest.mark.parametrize("width", [60, 80, 120, 250])

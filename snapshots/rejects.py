@@ -26,7 +26,7 @@ from snapshots.csvfile import (
     open_content,
 )
 from snapshots.engine.columns import overrides, reconcile_columns
-from snapshots.engine.context import LoadContext
+from snapshots.engine.context import LoadContext, Loaded, LoadJob
 from snapshots.engine.merge import merge_staged, stage_table
 from snapshots.engine.target import Target
 from snapshots.errors import InputError, InterruptedImport
@@ -300,3 +300,8 @@ def _reject_bad_values(conn: psycopg.Connection, types: dict[str, str],
 def _scalar(conn: psycopg.Connection, query: sql.Composable) -> int:
     row = conn.execute(query).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def load_skip(ctx: LoadContext, job: LoadJob) -> Loaded:
+    """--on-error skip as a load path: the good rows load, the rejected ones are kept."""
+    return Loaded(*load_skipping(ctx, job.path, job.header, job.target, job.import_id))

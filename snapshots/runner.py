@@ -80,8 +80,7 @@ def _sequential(conninfo: str, files: Sequence[Path], *, table: str, schema: str
                         parts=parts, prehashed=prehashed)
     with importer:
         for path in files:
-            importer.progress = progress(path) if progress else None
-            yield importer.import_file(path)
+            yield importer.import_file(path, progress=progress(path) if progress else None)
             if cancel is not None and cancel.is_set():
                 return
 
@@ -110,8 +109,8 @@ def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str |
                         path = todo.get_nowait()
                     except queue.Empty:
                         break
-                    importer.progress = progress(path) if progress else None
-                    done.put(importer.import_file(path))
+                    done.put(importer.import_file(
+                        path, progress=progress(path) if progress else None))
         finally:
             done.put(_WorkerDone())
 

@@ -650,11 +650,10 @@ class SyncService:
 
         def work() -> FileResult:
             importer = self._importer()
-            importer.parts = parts
             with self._lock:
                 self._busy[threading.get_ident()] = importer
             try:
-                result = importer.import_file(path, known=known)
+                result = importer.import_file(path, known=known, parts=parts)
             finally:
                 with self._lock:
                     self._busy.pop(threading.get_ident(), None)

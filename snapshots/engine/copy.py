@@ -1,0 +1,172 @@
+"""Streaming a file into COPY, and the checks made on the bytes on their way.
+
+The import's hot path: the file's bytes go to the server in chunks with no per-row Python
+work (unless types are being inferred for a table this import creates); on the way they
+are hashed again, searched for stray quotes and, before PostgreSQL 18, for a `\\.` line.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from queue import Queue
+
+import psycopg
+from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
+
+from snapshots.copyerrors import input_error_from_copy
+from snapshots.csvfile import (
+    HashingReader,
+    MisplacedQuote,
+    StrayQuotes,
+    StreamInference,
+    first_malformed_record,
+    first_stray_quote,
+    iter_chunks,
+    misplaced_quote_error,
+    open_content,
+    open_span,
+)
+from snapshots.engine.context import LoadContext
+from snapshots.errors import InputError, InterruptedImport
+
+
+def copy_statement(ctx: LoadContext, relation: sql.Composable, columns: Sequence[str], *,
+                   header: bool | None = None) -> sql.Composed:
+    opts = ctx.options.csv
+    header = opts.header if header is None else header
+    return sql.SQL(
+        "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER {}, DELIMITER {}, QUOTE {}, "
+        "NULL {}, ENCODING {})").format(
+        relation, sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL("true" if header else "false"), sql.Literal(opts.delimiter),
+        sql.Literal(opts.quote), sql.Literal(opts.null), sql.Literal(opts.encoding))
+
+
+def copy_file(ctx: LoadContext, path: Path, relation: sql.Composable, columns: Sequence[str],
+              sha: str, *, inference: StreamInference | None = None,
+              conn: psycopg.Connection | None = None, span: tuple[int, int] | None = None,
+              on_bytes: Callable[[int], None] | None = None,
+              stop: threading.Event | None = None) -> int:
+    """Stream the file's bytes into COPY; optionally infer types from the same bytes.
+
+    No per-row Python work here unless `inference` is given (only for a table this import
+    creates). The bytes are hashed again on the way through: a file that changes while it
+    is being loaded fails instead of loading something nobody hashed. With `span`, only
+    those bytes go (one part of a parallel load, over `conn`), and the caller checks the
+    file instead.
+    """
+    conn = conn or ctx.conn
+    hasher: HashingReader | None = None
+    if span is None:
+        stream, hasher = open_content(path)
+    else:
+        stream = open_span(path, *span)
+    header = ctx.options.csv.header and (span is None or span[0] == 0)
+    total = path.stat().st_size
+    # Before PostgreSQL 18, a line that is just `\.` ends COPY's input even in CSV mode:
+    # the rows after it would be lost without an error. Look for it (a C-speed search).
+    eof_marker = conn.info.server_version < 180000
+    tail = b"\n"
+    newlines, last = 0, b"\n"  # to compare COPY's row count with the file's line count
+    # What COPY would silently misread (a part starts at a record, never at a BOM).
+    stray = StrayQuotes(ctx.options.csv, bom=span is None or span[0] == 0)
+    with stream, conn.cursor() as cur:
+        with cur.copy(copy_statement(ctx, relation, columns, header=header),
+                      writer=BoundedWriter(cur)) as copy:
+            def feed() -> Iterator[bytes]:
+                nonlocal tail, newlines, last
+                for chunk in iter_chunks(stream):
+                    check_stop(ctx, path, stop)
+                    found = stray.find(chunk)
+                    if found is not None:
+                        if span is not None and span[0] > 0:
+                            # Read from the file's start, as one stream reads it (an
+                            # earlier part's misplaced quote, if any, comes first).
+                            found = first_stray_quote(path, ctx.options.csv, span[1]) \
+                                or MisplacedQuote(span[0] + found.offset, found.reason)
+                        raise misplaced_quote_error(path, ctx.options.csv, found, columns)
+                    if eof_marker:
+                        window = tail + chunk
+                        if b"\n\\.\n" in window or b"\n\\.\r\n" in window:
+                            raise InputError(
+                                "a line that is just \\. would end the load early on "
+                                "PostgreSQL before 18; nothing written", file=path,
+                                hint='quote the value ("\\.") or load into PostgreSQL 18+')
+                        tail = window[-4:]
+                    copy.write(chunk)
+                    newlines += chunk.count(b"\n")
+                    last = chunk[-1:]
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+                    elif ctx.progress and hasher is not None:
+                        ctx.progress(hasher.bytes_read, total)
+                    yield chunk
+
+            for chunk in feed():
+                if inference is not None:
+                    inference.feed(chunk)
+            if eof_marker and (tail.endswith(b"\n\\.") or tail.endswith(b"\n\\.\r")):
+                raise InputError("the last line is just \\., which PostgreSQL before 18 "
+                                 "drops as an end marker; nothing written", file=path,
+                                 hint='quote the value ("\\.") or load into PostgreSQL 18+')
+            if inference is not None:
+                inference.finish()
+        rows = cur.rowcount
+        while hasher is not None and hasher.read(1 << 16):
+            pass  # a gzip member's trailer may be left unread
+    lines = newlines + (0 if last == b"\n" else 1) - (1 if header else 0)
+    # Line breaks inside fields, or a stray quote that joined records: the stream check
+    # above already tells them apart, unless the encoding kept it from reading bytes.
+    if rows != lines and not stray.active:
+        bad = first_malformed_record(path, ctx.options.csv, span,
+                                     check=lambda: check_stop(ctx, path, stop))
+        if bad is not None:
+            raise malformed_quoting(path, bad)
+    if hasher is not None and hasher.sha256.hexdigest() != sha:
+        raise InputError("the file changed while it was being imported; nothing written",
+                         file=path, hint="write snapshots elsewhere and rename them in")
+    return rows
+
+
+def check_stop(ctx: LoadContext, path: Path, stop: threading.Event | None) -> None:
+    if ctx.cancel.is_set():
+        raise InterruptedImport(f"{path}: cancelled; nothing written")
+    if stop is not None and stop.is_set():
+        raise Stopped()
+
+
+def copy_with_errors(ctx: LoadContext, path: Path, relation: sql.Composable, columns: Sequence[str],
+                     sha: str, *, inference: StreamInference | None = None) -> int:
+    """One stream; a COPY error becomes the file's one-line error (parallel parts
+    translate theirs in _copy_parts, once the other parts are stopped)."""
+    try:
+        return copy_file(ctx, path, relation, columns, sha, inference=inference)
+    except psycopg.errors.QueryCanceled:
+        raise
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+            psycopg.errors.InvalidTextRepresentation) as exc:
+        raise input_error_from_copy(exc, path, ctx.options.csv) from None
+
+
+def malformed_quoting(path: Path, line: int) -> InputError:
+    return InputError(
+        "malformed quoting: a quote inside an unquoted field (PostgreSQL would drop it or "
+        "join the records after it); nothing written", file=path, line=line,
+        hint='quote the whole field and double the quote inside: "12"" pizza"')
+
+
+class BoundedWriter(QueuedLibpqWriter):
+    """Sends to the server from a worker thread, so reading, hashing and type checks overlap
+    the socket instead of waiting for it; at most about 8 MB is queued (flat memory)."""
+
+    def __init__(self, cursor: psycopg.Cursor[object]) -> None:
+        super().__init__(cursor)
+        self._queue = Queue(maxsize=64)  # items of at most 128 kB each
+
+
+class Stopped(Exception):
+    """Another part of the same parallel load failed: this one stops without an error of its
+    own."""

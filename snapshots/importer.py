@@ -152,17 +152,25 @@ class Importer:
         """The per-file flow: hash, lock, decide, claim, load, record."""
         hashed = self._hash(ctx, path, result, known, parts)
         self.prepare()
-        if not store.name_lock(self.conn, self.schema, self.table, path.name,
-                               wait=ctx.options.wait_for_busy and not ctx.options.dry_run):
-            result.result = "busy"
-            result.detail = "another process is importing it"
+        if not self._lock(ctx, path, result):
             return
         try:
-            if not ctx.options.dry_run:
-                for import_id in store.reap_name(self.conn, self.schema, self.table, path.name):
-                    log.warning("marked import #%s as interrupted: its process went away",
-                                import_id)
-            self._decide_and_load(ctx, path, result, hashed, parts, took)
+            self._reap(ctx, path)
+            existing = self._decide(ctx, path, result)
+            if result.result == "skipped":
+                return
+            ctx, header, detected = self._read_header(ctx, path, result)
+            if ctx.options.dry_run:
+                validated(result, dry_run(ctx, path, header, result.sha256 or ""), detected)
+                return
+            claim = Claim(self._claim(path, result), existing, result.snapshot_date,
+                          result.same_content_as)
+            result.import_id = claim.import_id
+            loaded, seconds = self._load_or_record(ctx, path, header, result.sha256 or "",
+                                                   claim, hashed, parts)
+            took.append(seconds)
+            imported(result, loaded, schema=self.schema, detected=detected,
+                     replaced=existing.id if existing is not None else None)
         finally:
             if not self.conn.closed and not self.conn.broken:
                 store.name_unlock(self.conn, self.schema, self.table, path.name)
@@ -190,9 +198,26 @@ class Importer:
         result.sha256, result.bytes = hashed.sha256, hashed.size
         return hashed
 
-    def _decide_and_load(self, ctx: LoadContext, path: Path, result: FileResult,
-                         hashed: Hashed | None, parts: int, took: list[float]) -> None:
-        sha, size = result.sha256, result.bytes
+    def _lock(self, ctx: LoadContext, path: Path, result: FileResult) -> bool:
+        """The snapshot's name lock (busy when another process holds it and we don't wait);
+        held, a claim of that name whose owner is gone is marked interrupted."""
+        if not store.name_lock(self.conn, self.schema, self.table, path.name,
+                               wait=ctx.options.wait_for_busy and not ctx.options.dry_run):
+            result.result = "busy"
+            result.detail = "another process is importing it"
+            return False
+        return True
+
+    def _reap(self, ctx: LoadContext, path: Path) -> None:
+        if ctx.options.dry_run:
+            return
+        for import_id in store.reap_name(self.conn, self.schema, self.table, path.name):
+            log.warning("marked import #%s as interrupted: its process went away", import_id)
+
+    def _decide(self, ctx: LoadContext, path: Path, result: FileResult) -> store.Record | None:
+        """Skip (same bytes imported under this name), conflict, or go on; gives the import
+        --replace supersedes, if any."""
+        sha = result.sha256
         assert sha is not None
         has_ledger = ddl.ledger_version(self.conn, self.schema)
         existing = (store.imported_record(self.conn, self.schema, self.table, path.name)
@@ -205,7 +230,7 @@ class Importer:
             result.import_id = existing.id
             result.rows = existing.row_count or 0
             result.detail = f"already imported as #{existing.id}"
-            return
+            return existing
         if verdict is Decision.CONFLICT:
             assert existing is not None
             raise ConflictError(
@@ -214,24 +239,36 @@ class Importer:
                 hint="use --replace to supersede the earlier import")
         result.same_content_as = store.same_content(self.conn, self.schema, self.table, sha,
                                                     path.name) if has_ledger else None
+        return existing
+
+    def _read_header(self, ctx: LoadContext, path: Path,
+                     result: FileResult) -> tuple[LoadContext, Header, str]:
+        """The file's dialect (a detected delimiter is this file's own) and header; a bad
+        header is a failed attempt too (`list` shows it)."""
         try:
             dialect, detected = detect_dialect(path, ctx.options.csv)
-            ctx = replace(ctx, options=replace(ctx.options, csv=dialect))  # this file's own
-            header = read_header(path, ctx.options.csv)
+            ctx = replace(ctx, options=replace(ctx.options, csv=dialect))
+            return ctx, read_header(path, ctx.options.csv), detected
         except InputError as exc:
-            if not ctx.options.dry_run:  # a bad header is a failed attempt too: `list` shows it
-                result.import_id = self._claim(path, sha, size, result)
+            if not ctx.options.dry_run:
+                result.import_id = self._claim(path, result)
                 record_failure(self._conns, self.schema, result.import_id, exc, self.cancel)
             raise
 
-        if ctx.options.dry_run:
-            validated(result, dry_run(ctx, path, header, sha), detected)
-            return
+    def _claim(self, path: Path, result: FileResult) -> int:
+        assert result.sha256 is not None
+        return store.claim(
+            self.conn, self.schema, table=self.table, file_name=path.name,
+            path=str(path.resolve()), snapshot_date=result.snapshot_date,  # type: ignore[arg-type]
+            sha256=result.sha256, size_bytes=result.bytes,
+            imported_by=store.provenance(self.options.origin, self._role or None))
 
-        result.import_id = self._claim(path, sha, size, result)
-        claim = Claim(result.import_id, existing, result.snapshot_date, result.same_content_as)
+    def _load_or_record(self, ctx: LoadContext, path: Path, header: Header, sha: str,
+                        claim: Claim, hashed: Hashed | None,
+                        parts: int) -> tuple[Loaded, float]:
+        """The load; when it fails, the failure is recorded on the claim."""
         try:
-            loaded, seconds = self._load(ctx, path, header, sha, claim, hashed, parts)
+            return self._load(ctx, path, header, sha, claim, hashed, parts)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             error = InputError(f"cannot read the compressed file: {exc}; nothing written",
                                file=path)
@@ -240,16 +277,6 @@ class Importer:
         except BaseException as exc:
             record_failure(self._conns, self.schema, claim.import_id, exc, self.cancel)
             raise
-        took.append(seconds)
-        imported(result, loaded, schema=self.schema, detected=detected,
-                 replaced=existing.id if existing is not None else None)
-
-    def _claim(self, path: Path, sha: str, size: int, result: FileResult) -> int:
-        return store.claim(
-            self.conn, self.schema, table=self.table, file_name=path.name,
-            path=str(path.resolve()), snapshot_date=result.snapshot_date,  # type: ignore[arg-type]
-            sha256=sha, size_bytes=size,
-            imported_by=store.provenance(self.options.origin, self._role or None))
 
     def _load(self, ctx: LoadContext, path: Path, header: Header, sha: str, claim: Claim,
               hashed: Hashed | None, parts: int) -> tuple[Loaded, float]:

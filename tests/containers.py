@@ -18,7 +18,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -180,6 +179,16 @@ def build_product_image() -> str:
                  PROJECT, base, layers=False)
 
 
+def copy_samples(directory: Path) -> Path:
+    """The project's sample snapshots (data/snapshot_*.csv) in ``directory``, made if need be
+    and readable by the image's non-root user."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    for path in sorted((PROJECT / "data").glob("snapshot_*.csv")):
+        shutil.copy(path, directory)
+    return directory
+
+
 @contextmanager
 def network() -> Iterator[str]:
     """A podman network of the test's own (DNS by container name and alias)."""
@@ -202,16 +211,6 @@ def container(image: str, *args: str, name: str | None = None,
     finally:
         podman("rm", "-f", "-v", "-t", "2", name, check=False, timeout=120)
 
-
-def logs(name: str) -> str:
-    proc = podman("logs", name, check=False)
-    return proc.stdout + proc.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- fixtures

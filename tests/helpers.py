@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -356,3 +357,10 @@ def write_rows(path: Path, header: str, rows: int, line: Callable[[int], str]) -
             out.write("".join(line(i) for i in range(start, min(start + 100_000, rows + 1)))
                       .encode())
     return path
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now (for a server a test starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -40,8 +40,10 @@ import aiohttp.test_utils
 import kmock
 import pytest
 import yaml
-from helpers import in_ci, require_tool
+from containers import CONTAINERS_CONF
+from helpers import free_port, in_ci, require_tool
 from kmock._internal import enums, rendering
+from kubelet import Node, pod_run_args
 
 from snapshots_operator import GROUP, KIND, PLURAL, VERSION
 
@@ -428,8 +430,6 @@ def _deployment_command(image: str, service_account: Path, metrics_port: int,
     every pod's environment, KUBERNETES_SERVICE_HOST and _PORT. In the foreground,
     `podman run` passes SIGTERM on to the operator, as the kubelet would.
     """
-    from kubelet import Node, pod_run_args
-
     (deployment,) = [doc for doc in yaml.safe_load_all(DEPLOYMENT_MANIFEST.read_text())
                      if doc and doc["kind"] == "Deployment"]
     template = copy.deepcopy(deployment["spec"]["template"])
@@ -465,7 +465,7 @@ async def running_operator(api: SnapshotsEmulator, *, clusterwide: bool = False,
     workdir = Path(tempfile.mkdtemp(prefix="snapshots-operator-"))
     home = workdir / "home"
     home.mkdir()
-    metrics_port = _free_port()
+    metrics_port = free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
     prefix: list[str] = []
@@ -493,8 +493,6 @@ async def running_operator(api: SnapshotsEmulator, *, clusterwide: bool = False,
         command = [*prefix, str(OPERATOR_SCRIPT), *scope, "--metrics-host", "127.0.0.1",
                    "--metrics-port", str(metrics_port), "--job-image", JOB_IMAGE]
         if image is not None:
-            from containers import CONTAINERS_CONF
-
             assert login == "in-cluster" and not clusterwide, "the Deployment as shipped"
             # Readable by the pod's user, as the kubelet's projected token is (0644).
             for path in (workdir, service_account, *service_account.iterdir()):
@@ -543,12 +541,3 @@ def _answers(op: RunningOperator) -> bool:
 def _watched(api: kmock.KubernetesEmulator) -> set[str]:
     return {request.resource.plural for request in api
             if request.action == enums.action.WATCH and request.resource is not None}
-
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

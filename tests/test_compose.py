@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 import yaml
-from containers import PROJECT, engine_env, free_port, require_engine
-from helpers import require_tool, run_cli, wait_until
+from containers import PROJECT, copy_samples, engine_env
+from helpers import free_port, require_tool, run_cli, wait_until
 
 pytestmark = pytest.mark.containers
 
@@ -86,14 +86,11 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path, product_image: str,
           service_images: dict[str, str]) -> Iterator[Stack]:
-    require_engine()
     directory = tmp_path / "stack"
     directory.mkdir()
     shutil.copy(PROJECT / "docker-compose.yml", directory)
     shutil.copytree(PROJECT / "deploy", directory / "deploy")
-    (directory / "data").mkdir()
-    for path in sorted((PROJECT / "data").glob("snapshot_*.csv")):
-        shutil.copy(path, directory / "data")
+    copy_samples(directory / "data")
     images = {"db": service_images["postgres"], "sync": product_image,
               "pushgateway": service_images["pushgateway"],
               "prometheus": service_images["prometheus"]}

@@ -8,29 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
 import pytest
-from containers import container, network, podman, postgres
+from containers import container, copy_samples, network, podman, postgres
 from helpers import wait_until
 
 from snapshots import __version__
 
 pytestmark = pytest.mark.containers
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 RUN_AS = "10001"
-
-
-def sample_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "data"
-    directory.mkdir()
-    for path in sorted(DATA.glob("snapshot_*.csv")):
-        shutil.copy(path, directory)
-    os.chmod(directory, 0o755)
-    return directory
 
 
 def test_the_image_says_its_version(product_image: str) -> None:
@@ -57,7 +46,7 @@ def test_the_image_carries_the_operator(product_image: str) -> None:
 
 def test_an_import_in_the_image_loads_into_postgres(product_image: str, tmp_path: Path,
                                                     service_images: dict[str, str]) -> None:
-    data = sample_dir(tmp_path)
+    data = copy_samples(tmp_path / "data")
     with network() as net, postgres(service_images, net) as db:
         run = ["run", "--rm", "--network", net, "-v", f"{data}:/data:ro",
                "-e", f"SNAPSHOTS_DATABASE={db.uri}", product_image]
@@ -77,7 +66,7 @@ def healthcheck(name: str) -> int:
 
 def test_the_healthcheck_passes_for_sync_and_fails_when_its_endpoint_is_down(
         product_image: str, tmp_path: Path, service_images: dict[str, str]) -> None:
-    data = sample_dir(tmp_path)
+    data = copy_samples(tmp_path / "data")
     with network() as net, postgres(service_images, net) as db:
         options = ["--network", net, "-v", f"{data}:/data:ro", "--health-interval", "disable",
                    "-e", f"SNAPSHOTS_DATABASE={db.uri}"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from containers import PROJECT, engine_env, network, postgres
+from containers import PROJECT, copy_samples, engine_env, network, postgres
 from kubelet import Node, pod_run_args
 
 from snapshots.errors import ExitCode
@@ -30,7 +30,6 @@ from snapshots_operator import resources
 pytestmark = pytest.mark.containers
 
 EXAMPLE = PROJECT / "manifests" / "04-example.yaml"
-DATA = PROJECT / "data"
 # The kubelet keeps at most this much of a log as a termination message (FallbackToLogsOnError).
 LOG_TAIL_LINES = 80
 LOG_TAIL_BYTES = 2048
@@ -107,10 +106,7 @@ def test_the_operators_job_runs_in_the_image(product_image: str, tmp_path: Path,
 
     # The claim's contents: the samples under spec.path.
     volume = tmp_path / "volume"
-    incoming = volume / source["spec"]["path"]
-    incoming.mkdir(parents=True)
-    for path in sorted(DATA.glob("snapshot_*.csv")):
-        shutil.copy(path, incoming)
+    copy_samples(volume / source["spec"]["path"])
     claims = {claim["metadata"]["name"]: volume}
     secrets = {secret["metadata"]["name"]: secret_data(secret)}
     uri = secrets["snapshots-db"]["uri"]

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import require_tool, run_cli, wait_until
+from helpers import free_port, require_tool, run_cli, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from snapshots import __version__, store
@@ -141,12 +140,6 @@ def stays(predicate: Callable[[], bool], seconds: float, message: str) -> None:
 
 
 # --------------------------------------------------------------------------- the process
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Sync:

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from urllib.parse import urlencode, urlsplit
 import psycopg
 import pytest
 import yaml
-from helpers import conninfo_to_uri, require_tool, run_cli, wait_until
+from helpers import conninfo_to_uri, free_port, require_tool, run_cli, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
@@ -58,12 +57,6 @@ HEADER = "user_id,name,store_name,credit_limit\n"
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, str] | None:

@@ -13,7 +13,6 @@ import datetime as dt
 import gzip
 import hashlib
 import io
-import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from snapshots.errors import InputError, UsageError
+from snapshots.filesig import FileSignature, file_signature
 
 # A field may be as large as PostgreSQL allows (1 GB); the csv module stops at 128 KiB.
 csv.field_size_limit(2**31 - 1)
@@ -160,12 +160,6 @@ def sha256_file(path: Path, check: Callable[[], None] | None = None) -> tuple[st
     return digest.hexdigest(), size
 
 
-def file_signature(path: Path) -> tuple[int, int, int]:
-    """(size, mtime, inode): what tells that a file's bytes may have changed."""
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns, st.st_ino
-
-
 @dataclass(frozen=True)
 class Hashed:
     """A file's hash, and its cut points for `parts` parts (None when one stream)."""
@@ -173,7 +167,7 @@ class Hashed:
     path: Path
     sha256: str
     size: int
-    signature: tuple[int, int, int]  # taken before the read
+    signature: FileSignature  # taken before the read
     parts: int
     ranges: list[tuple[int, int]] | None
 
@@ -189,7 +183,7 @@ def hash_file(path: Path, options: CsvOptions, parts: Callable[[int], int],
     from the page cache (measured: a 214 MB file's parallel load starts 0.04 s sooner).
     """
     signature = file_signature(path)
-    n = parts(signature[0])
+    n = parts(signature.size)
     if n < 2:
         sha, size = sha256_file(path, check)
         return Hashed(path, sha, size, signature, n, None)

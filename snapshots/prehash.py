@@ -18,7 +18,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from snapshots.csvfile import CsvOptions, Hashed, file_signature, hash_file
+from snapshots.csvfile import CsvOptions, Hashed, hash_file
+from snapshots.filesig import file_signature
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 
@@ -39,6 +39,7 @@ from snapshots.errors import (
     SnapshotsError,
     UsageError,
 )
+from snapshots.filesig import FileSignature
 from snapshots.importer import FileResult, Importer
 from snapshots.metrics import Metrics
 from snapshots.options import ImportOptions, worth_parts
@@ -79,14 +80,6 @@ class SyncOptions:
             raise UsageError(f"--data-dir {self.data_dir}: not a directory")
         if self.settle < 0 or self.rescan <= 0 or self.grace < 0 or self.jobs < 1:
             raise UsageError("--settle and --grace must be >= 0, --rescan > 0, --jobs >= 1")
-
-
-class Seen(NamedTuple):
-    """A file as listed: enough to tell whether it changed (a tuple: compared per file, often)."""
-
-    size: int
-    mtime_ns: int
-    inode: int
 
 
 @dataclass
@@ -172,27 +165,28 @@ class SyncService:
         self.database_ok = False
         self._conn: psycopg.Connection | None = None
         self._schema: str | None = options.schema
-        self._first_seen: dict[str, tuple[Seen, float]] = {}  # path -> (signature, since)
+        self._first_seen: dict[str, tuple[FileSignature, float]] = {}  # path -> (signature, since)
         # path -> wall time it was first listed while pending, whatever its signature since:
         # a file that keeps growing (a stuck writer) must age the backlog gauge.
         self._pending_since: dict[str, float] = {}
         # (signal name, when, files in flight then) once a signal asked us to stop
         self._stop_request: tuple[str, float, int] | None = None
         self._cancelled_at_stop = 0
-        self._done: dict[str, Seen] = {}  # files settled for good at this signature
+        self._done: dict[str, FileSignature] = {}  # files settled for good at this signature
         self._done_failed: set[str] = set()  # of those, failures: a `retry` may reopen them
         # What this process tried itself: a failure that is not the file's fault asks for a
         # retry, but by the next process (or an explicit `snapshots retry`), not in a loop.
-        self._attempted: dict[str, Seen] = {}
+        self._attempted: dict[str, FileSignature] = {}
         self._last_rescan = time.monotonic()
         self._memory: dict[str, store.FileMemory] = {}
         self._in_flight: dict[str, Future[FileResult]] = {}
         self._connections: dict[str, int] = {}  # connections each file in flight may use
         self._held_elsewhere: dict[str, float] = {}  # path -> when to look at it again
-        self._dispatched: dict[str, Seen] = {}  # path -> the signature handed to the importer
+        # path -> the signature handed to the importer
+        self._dispatched: dict[str, FileSignature] = {}
         # Outcomes reached without a new ledger record (a conflict; a file refused before its
         # claim, e.g. a bad header): reported once per signature, not on every rescan.
-        self._reported: dict[str, tuple[Seen, str]] = {}
+        self._reported: dict[str, tuple[FileSignature, str]] = {}
         self._idle: queue.SimpleQueue[Importer] = queue.SimpleQueue()
         self._busy: dict[int, Importer] = {}
         self._lock = threading.Lock()
@@ -207,11 +201,11 @@ class SyncService:
         # pass touches only the files that are waiting to settle and the head of the queue.
         self._order_keys: dict[str, tuple[tuple[int, object, str], str]] = {}
         self._dirty = True
-        self._listing: dict[str, Seen] = {}
+        self._listing: dict[str, FileSignature] = {}
         self._listed_at = 0.0
         self._states: dict[str, store.SnapshotState] | None = None
         self._pending: set[str] = set()  # listed, not settled for good at this signature
-        self._waiting: dict[str, Seen] = {}  # pending, not yet settled on disk (or held)
+        self._waiting: dict[str, FileSignature] = {}  # pending, not yet settled on disk (or held)
         self._ready: list[tuple[tuple[int, object, str], str]] = []  # heap, in load order
         self._shape: tuple[bool, bool] | None = None  # (table exists, merges): per listing
         self._gauged_at = 0.0
@@ -481,14 +475,14 @@ class SyncService:
         if self._pending_deadline is None or deadline < self._pending_deadline:
             self._pending_deadline = deadline
 
-    def _requeue(self, rel: str, seen: Seen) -> None:
+    def _requeue(self, rel: str, seen: FileSignature) -> None:
         """A file that stays pending (held elsewhere, database lost): wait for its turn again."""
         if self._listing.get(rel) == seen:
             self._waiting[rel] = seen
         else:
             self._dirty = True  # it changed meanwhile: the next listing sees how
 
-    def _mark_done(self, rel: str, seen: Seen, *, failed: bool) -> None:
+    def _mark_done(self, rel: str, seen: FileSignature, *, failed: bool) -> None:
         self._done[rel] = seen
         self._pending_since.pop(rel, None)  # should it change again, it waits anew
         if failed:
@@ -529,10 +523,10 @@ class SyncService:
                                                     self.options.import_options.mode))
         return self._shape
 
-    def _list(self) -> dict[str, Seen]:
+    def _list(self) -> dict[str, FileSignature]:
         """Candidate files, relative to the data dir: matching, complete-looking, not hidden."""
         root = self.options.data_dir
-        found: dict[str, Seen] = {}
+        found: dict[str, FileSignature] = {}
         walker: Iterable[tuple[str, list[str], list[str]]]
         if self.options.recursive:
             walker = os.walk(root)
@@ -556,22 +550,22 @@ class SyncService:
                 if not os.path.isfile(full):
                     continue
                 rel = os.path.relpath(full, root)
-                found[rel] = Seen(st.st_size, st.st_mtime_ns, st.st_ino)
+                found[rel] = FileSignature.of(st)
         return found
 
-    def _stat(self, rel: str) -> Seen | None:
+    def _stat(self, rel: str) -> FileSignature | None:
         try:
             st = os.stat(os.path.join(self.options.data_dir, rel))
         except OSError:
             return None
-        return Seen(st.st_size, st.st_mtime_ns, st.st_ino)
+        return FileSignature.of(st)
 
     def _wanted(self, name: str) -> bool:
         if name.startswith(".") or any(fnmatch.fnmatch(name, p) for p in IGNORED):
             return False
         return any(fnmatch.fnmatch(name, p) for p in self.options.patterns)
 
-    def _consider(self, rel: str, seen: Seen, state: store.SnapshotState | None) -> None:
+    def _consider(self, rel: str, seen: FileSignature, state: store.SnapshotState | None) -> None:
         """Decide what to do with a settled file; dispatch it when it needs importing."""
         assert self._conn is not None and self._schema is not None
         path = self.options.data_dir / rel
@@ -639,7 +633,7 @@ class SyncService:
             return
         self._dispatch(rel, seen, path, (sha, seen.size))
 
-    def _dispatch(self, rel: str, seen: Seen, path: Path, known: tuple[str, int]) -> None:
+    def _dispatch(self, rel: str, seen: FileSignature, path: Path, known: tuple[str, int]) -> None:
         self._attempted[rel] = seen
         # --jobs counts connections: a large file alone may take them all for its parts;
         # files waiting behind it get a fair share, so several still load side by side.
@@ -721,7 +715,8 @@ class SyncService:
                 self._reported[rel] = (seen, "refused")
             self._settle(rel, seen, result)
 
-    def _settle(self, rel: str, seen: Seen, result: FileResult, *, quiet: bool = False) -> None:
+    def _settle(self, rel: str, seen: FileSignature, result: FileResult, *,
+                quiet: bool = False) -> None:
         """A final outcome for these bytes: count it, log it, don't look at it again."""
         self._mark_done(rel, seen, failed=result.result in ("failed", "conflict"))
         self.metrics.observe(result)

@@ -18,7 +18,6 @@ from snapshots.copyerrors import input_error_from_copy
 from snapshots.csvfile import (
     Hashed,
     Header,
-    file_signature,
     first_stray_quote,
     misplaced_quote_error,
     split_records,
@@ -30,6 +29,7 @@ from snapshots.engine.copy import Stopped, check_stop, copy_file, copy_with_erro
 from snapshots.engine.merge import check_keys, merge_staged, stage_table
 from snapshots.engine.transaction import Claim, begin, current_target, finish, guard_time_order
 from snapshots.errors import InputError, SchemaDriftError
+from snapshots.filesig import file_signature
 from snapshots.options import worth_parts
 
 
@@ -87,7 +87,7 @@ def load_parallel(ctx: LoadContext, conns: Connections, path: Path, header: Head
         before = hashed.signature if hashed is not None and hashed.path == path \
             else file_signature(path)
         rows = copy_parts(ctx, conns, path, relation, columns, ranges, import_id)
-        if file_signature(path) != before or before[0] != ranges[-1][1]:
+        if file_signature(path) != before or before.size != ranges[-1][1]:
             raise InputError("the file changed while it was being imported; nothing "
                              "written", file=path,
                              hint="write snapshots elsewhere and rename them in")

@@ -277,7 +277,8 @@ def equal_tables(uri: str, data: Path, name: str) -> None:
 
 
 def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
-    from snapshots.csvfile import CsvOptions, split_records
+    from snapshots.csvio.cutpoints import split_records
+    from snapshots.csvio.dialect import CsvOptions
 
     psql, one, two, raw = (Series("psql \\copy (equal table)"), Series("snapshots --jobs 1"),
                            Series("snapshots --jobs 2"),

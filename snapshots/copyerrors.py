@@ -14,14 +14,10 @@ from typing import BinaryIO
 
 import psycopg
 
-from snapshots.csvfile import (
-    CsvOptions,
-    decoded_lines,
-    iter_chunks,
-    lines_before,
-    open_content,
-    open_span,
-)
+from snapshots.csvio.dialect import CsvOptions
+from snapshots.csvio.encoding import decoded_lines
+from snapshots.csvio.quoting import lines_before
+from snapshots.csvio.streams import iter_chunks, open_content, open_span
 from snapshots.errors import InputError
 
 # The value may span lines (a quoted newline) and the table name may hold a comma.

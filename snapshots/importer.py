@@ -23,7 +23,10 @@ import psycopg
 from snapshots import schema as ddl
 from snapshots import store
 from snapshots.config import first_line
-from snapshots.csvfile import Hashed, Header, detect_dialect, hash_file, read_header, snapshot_date
+from snapshots.csvio.dialect import detect_dialect
+from snapshots.csvio.hashing import Hashed, hash_file
+from snapshots.csvio.header import Header, read_header
+from snapshots.csvio.names import snapshot_date
 from snapshots.engine.connections import Connections
 from snapshots.engine.context import LoadContext, Loaded, LoadJob, ProgressCallback
 from snapshots.engine.decide import Decision, decide

@@ -14,7 +14,8 @@ import psycopg
 from snapshots import schema as ddl
 from snapshots import store
 from snapshots.config import connect
-from snapshots.csvfile import expand_inputs, sha256_file
+from snapshots.csvio.hashing import sha256_file
+from snapshots.csvio.names import expand_inputs
 from snapshots.errors import UsageError
 
 

@@ -18,7 +18,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from snapshots.csvfile import CsvOptions, Hashed, hash_file
+from snapshots.csvio.dialect import CsvOptions
+from snapshots.csvio.hashing import Hashed, hash_file
 from snapshots.filesig import file_signature
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class Prehasher:
     """Hashes `paths` in order in a thread of its own; `take(path)` hands a result over.
 
     `parts(path, size)` says how many parts a file would be cut into, so the cut points are
-    found while it is hashed (see csvfile.hash_file).
+    found while it is hashed (see csvio.hashing.hash_file).
     """
 
     def __init__(self, paths: Sequence[Path], *, parts: Callable[[Path, int], int],

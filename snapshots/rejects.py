@@ -17,14 +17,11 @@ import psycopg
 from psycopg import sql
 
 from snapshots import schema as ddl
-from snapshots.csvfile import (
-    TEXT,
-    CsvOptions,
-    Header,
-    TypeInference,
-    misplaced_quote,
-    open_content,
-)
+from snapshots.csvio.dialect import CsvOptions
+from snapshots.csvio.header import Header
+from snapshots.csvio.inference import TEXT, TypeInference
+from snapshots.csvio.quoting import misplaced_quote
+from snapshots.csvio.streams import open_content
 from snapshots.engine.columns import overrides, reconcile_columns
 from snapshots.engine.context import LoadContext, Loaded, LoadJob
 from snapshots.engine.merge import merge_staged, stage_table

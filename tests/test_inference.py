@@ -1,4 +1,4 @@
-"""Unit tests of snapshots/csvfile.py's pure functions: names, dates, header checks and type
+"""Unit tests of snapshots/csvio's pure functions: names, dates, header checks and type
 inference. No database, no processes: these run in milliseconds.
 """
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from snapshots.csvfile import (
+from snapshots.csvio.dialect import CsvOptions
+from snapshots.csvio.header import check_names, normalize_name
+from snapshots.csvio.inference import (
     BIGINT,
     BOOLEAN,
     DATE,
@@ -17,15 +19,11 @@ from snapshots.csvfile import (
     TEXT,
     TIMESTAMP,
     TIMESTAMPTZ,
-    CsvOptions,
     TypeInference,
-    check_names,
-    load_order,
-    normalize_name,
     parse_type_overrides,
-    snapshot_date,
     widen_type,
 )
+from snapshots.csvio.names import load_order, snapshot_date
 from snapshots.errors import InputError, UsageError
 
 

@@ -40,8 +40,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from snapshots import csvfile
-from snapshots.csvfile import CsvOptions, hash_file, split_records
+from snapshots.csvio import cutpoints
+from snapshots.csvio.cutpoints import split_records
+from snapshots.csvio.dialect import CsvOptions
+from snapshots.csvio.hashing import hash_file
 
 HEADER = "user_id,name,store_name,credit_limit\n"
 BASE = HEADER + "1,Base One,Store,1.5\n2,Base Two,Store,2.5\n3,Base Three,Store,3.5\n"
@@ -184,7 +186,7 @@ def record_starts(data: bytes, delimiter: str, quote: str) -> set[int]:
 @given(rows=st.lists(st.lists(FIELD, min_size=1, max_size=4), max_size=25),
        header=st.booleans(), dialect=DIALECTS, crlf=st.booleans(),
        parts=st.integers(min_value=1, max_value=6), final_newline=st.booleans(),
-       chunk=st.one_of(st.just(csvfile.CHUNK_SIZE), st.integers(min_value=1, max_value=64)))
+       chunk=st.one_of(st.just(cutpoints.CHUNK_SIZE), st.integers(min_value=1, max_value=64)))
 def test_split_records_cuts_only_at_record_boundaries(
         tmp_path_factory: pytest.TempPathFactory, rows: list[list[str]], header: bool,
         dialect: tuple[str, str], crlf: bool, parts: int, final_newline: bool,
@@ -207,7 +209,7 @@ def test_split_records_cuts_only_at_record_boundaries(
     path.write_bytes(data)
 
     options = CsvOptions(delimiter=delimiter, quote=quote)
-    with mock.patch.object(csvfile, "CHUNK_SIZE", chunk):
+    with mock.patch.object(cutpoints, "CHUNK_SIZE", chunk):
         ranges = split_records(path, parts, options)
         # The importer finds the same cuts while it hashes the file (side by side).
         hashed = hash_file(path, options, lambda size: parts)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from snapshots.csvfile import CsvOptions, split_records
+from snapshots.csvio.cutpoints import split_records
+from snapshots.csvio.dialect import CsvOptions
 from snapshots.prehash import Prehasher
 
 

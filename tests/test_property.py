@@ -274,7 +274,7 @@ def test_any_bytes_load_or_fail_with_one_clear_error(db_url: str, db_conn: psyco
                                                      dry_run: bool) -> None:
     """No input ends in anything but a loaded snapshot or one error that names the file:
     never an exception the CLI could only show as a traceback (or as its type's name)."""
-    from snapshots.csvfile import CsvOptions
+    from snapshots.csvio.dialect import CsvOptions
 
     table = f"t_{uuid.uuid4().hex[:12]}"
     path = workdir / f"{table}_20230101.csv"

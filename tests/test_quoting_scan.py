@@ -1,8 +1,9 @@
-"""The quoting checks. The stream check (csvfile.StrayQuotes) finds every quote RFC 4180 does
-not allow while the bytes go to COPY; the post-COPY scan (csvfile.first_malformed_record) is
-what is left where the encoding keeps the stream check from reading bytes: it runs when COPY's
-row count and the file's line count differ. Both must find the first badly quoted record on
-the right line, whatever the chunking, and pass every well-formed file."""
+"""The quoting checks. The stream check (csvio.quoting.StrayQuotes) finds every quote
+RFC 4180 does not allow while the bytes go to COPY; the post-COPY scan
+(csvio.quoting.first_malformed_record) is what is left where the encoding keeps the stream
+check from reading bytes: it runs when COPY's row count and the file's line count differ.
+Both must find the first badly quoted record on the right line, whatever the chunking, and
+pass every well-formed file."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapshots.csvfile import (
+from snapshots.csvio.dialect import CsvOptions
+from snapshots.csvio.quoting import (
     MISPLACED_OPEN,
-    CsvOptions,
     MisplacedQuote,
     StrayQuotes,
     _first_malformed,

@@ -13,7 +13,8 @@ from psycopg import sql
 
 from snapshots import schema as ddl
 from snapshots.copyerrors import copy_location, input_error_from_copy
-from snapshots.csvfile import TEXT, Header, StreamInference, widen_type
+from snapshots.csvio.header import Header
+from snapshots.csvio.inference import TEXT, StreamInference, widen_type
 from snapshots.engine.columns import drop_view, infer_types, reconcile_columns, stream_inference
 from snapshots.engine.context import LoadContext, Loaded, LoadJob
 from snapshots.engine.copy import copy_file, copy_with_errors

@@ -9,7 +9,9 @@ from pathlib import Path
 from psycopg import sql
 
 from snapshots import schema as ddl
-from snapshots.csvfile import TEXT, Header, StreamInference, iter_chunks, open_content
+from snapshots.csvio.header import Header
+from snapshots.csvio.inference import TEXT, StreamInference
+from snapshots.csvio.streams import iter_chunks, open_content
 from snapshots.engine.context import LoadContext
 from snapshots.engine.target import Target
 from snapshots.errors import SchemaDriftError, UsageError

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import psycopg
 from psycopg import sql
 
-from snapshots.csvfile import Header
+from snapshots.csvio.header import Header
 from snapshots.engine.target import Target
 from snapshots.options import ImportOptions
 

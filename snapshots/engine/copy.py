@@ -17,18 +17,15 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from snapshots.copyerrors import input_error_from_copy
-from snapshots.csvfile import (
-    HashingReader,
+from snapshots.csvio.inference import StreamInference
+from snapshots.csvio.quoting import (
     MisplacedQuote,
     StrayQuotes,
-    StreamInference,
     first_malformed_record,
     first_stray_quote,
-    iter_chunks,
     misplaced_quote_error,
-    open_content,
-    open_span,
 )
+from snapshots.csvio.streams import HashingReader, iter_chunks, open_content, open_span
 from snapshots.engine.context import LoadContext
 from snapshots.errors import InputError, InterruptedImport
 

@@ -9,7 +9,7 @@ from psycopg import sql
 
 from snapshots import schema as ddl
 from snapshots.config import first_line
-from snapshots.csvfile import Header
+from snapshots.csvio.header import Header
 from snapshots.engine.append import SAMPLE_BYTES, copy_settling_types
 from snapshots.engine.columns import infer_types, reconcile_columns
 from snapshots.engine.context import LoadContext, Loaded

@@ -15,13 +15,10 @@ from psycopg import sql
 from snapshots import schema as ddl
 from snapshots.config import first_line
 from snapshots.copyerrors import input_error_from_copy
-from snapshots.csvfile import (
-    Hashed,
-    Header,
-    first_stray_quote,
-    misplaced_quote_error,
-    split_records,
-)
+from snapshots.csvio.cutpoints import split_records
+from snapshots.csvio.hashing import Hashed
+from snapshots.csvio.header import Header
+from snapshots.csvio.quoting import first_stray_quote, misplaced_quote_error
 from snapshots.engine.columns import reconcile_columns
 from snapshots.engine.connections import Connections
 from snapshots.engine.context import LoadContext, Loaded

@@ -11,7 +11,7 @@ from psycopg import sql
 
 from snapshots import schema as ddl
 from snapshots import store
-from snapshots.csvfile import Header
+from snapshots.csvio.header import Header
 from snapshots.engine.context import LoadContext, Loaded
 from snapshots.engine.target import Target, resolve_target
 from snapshots.errors import OutOfOrderError

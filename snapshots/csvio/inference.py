@@ -1,0 +1,318 @@
+"""Column type inference: the narrowest lossless PostgreSQL type of each column, from parsed
+rows (TypeInference) or from the bytes as they stream into COPY (StreamInference).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from snapshots.csvio.dialect import CsvOptions
+from snapshots.csvio.encoding import split_lines
+from snapshots.csvio.header import normalize_name
+from snapshots.csvio.streams import MAX_RECORD_CARRY
+from snapshots.errors import UsageError
+
+BIGINT, NUMERIC, BOOLEAN, DATE, TIMESTAMP, TIMESTAMPTZ, TEXT = (
+    "bigint", "numeric", "boolean", "date", "timestamp", "timestamptz", "text")
+
+# Most specific first: the first candidate still standing is the column's type.
+TYPE_PRIORITY = (BIGINT, NUMERIC, BOOLEAN, DATE, TIMESTAMP, TIMESTAMPTZ)
+
+# Only forms PostgreSQL stores and prints back exactly: no leading zeros, no explicit '+',
+# no exponent, no '-0', ISO dates only (locale-style dates stay text).
+_INT = r"(?:0|-?[1-9][0-9]{0,18})"
+_DEC = r"(?:-?(?:0|[1-9][0-9]*)\.[0-9]+)"
+_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_TIME = r"[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+_OFFSET = r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)"
+_PATTERNS = {
+    BIGINT: _INT,
+    NUMERIC: rf"(?:0|-?[1-9][0-9]*|{_DEC})",  # integers of any length: numeric is exact
+    BOOLEAN: r"(?:true|false)",
+    DATE: _DATE,
+    TIMESTAMP: rf"{_DATE}[ T]{_TIME}",
+    TIMESTAMPTZ: rf"{_DATE}[ T]{_TIME}{_OFFSET}",
+}
+_SINGLE = {t: re.compile(p) for t, p in _PATTERNS.items()}
+# One regex call over a whole column batch joined by newlines keeps the work in C.
+_MANY = {t: re.compile(rf"(?:{p}\n)*{p}") for t, p in _PATTERNS.items()}
+_NEGATIVE_ZERO = re.compile(r"-0(?:\.0+)?")
+_NEGATIVE_ZERO_LINE = re.compile(r"^-0(?:\.0+)?$", re.M)
+_LONG_INT = re.compile(r"^-?[0-9]{19}$", re.M)
+
+
+def _value_fits(kind: str, value: str) -> bool:
+    if not _SINGLE[kind].fullmatch(value):
+        return False
+    if kind in (BIGINT, NUMERIC) and _NEGATIVE_ZERO.fullmatch(value):
+        return False
+    if kind == BIGINT and len(value.lstrip("-")) == 19:
+        return -(2**63) <= int(value) < 2**63
+    if kind in (DATE, TIMESTAMP, TIMESTAMPTZ):
+        return _valid_datetime(kind, value)
+    return True
+
+
+def _valid_datetime(kind: str, value: str) -> bool:
+    try:
+        if kind == DATE:
+            dt.date.fromisoformat(value)
+        else:
+            text = value.replace("Z", "+00:00") if value.endswith("Z") else value
+            parsed = dt.datetime.fromisoformat(text)
+            if kind == TIMESTAMPTZ and parsed.tzinfo is None:
+                return False
+            offset = parsed.utcoffset()
+            if offset is not None and abs(offset) >= dt.timedelta(hours=16):
+                return False  # PostgreSQL's "time zone displacement out of range"
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class TypeInference:
+    """Narrowest lossless type per column, refined batch by batch (widening only).
+
+    An unquoted empty field is NULL and says nothing about the type. Python's csv module (3.11)
+    cannot tell `""` from an empty field; the importer catches the rare `""` in a typed column
+    when COPY rejects it and widens that column to text.
+    """
+
+    width: int
+    overrides: dict[int, str] = field(default_factory=dict)
+    null: str = ""
+    _candidates: list[set[str]] = field(init=False)
+    _seen_value: list[bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._candidates = [set(TYPE_PRIORITY) for _ in range(self.width)]
+        self._seen_value = [False] * self.width
+        for index in self.overrides:
+            self._candidates[index] = set()
+
+    def feed(self, rows: Sequence[Sequence[str]]) -> None:
+        if not rows:
+            return
+        for index, column in enumerate(zip(*rows, strict=False)):
+            candidates = self._candidates[index]
+            if not candidates:
+                continue
+            distinct = set(column)
+            distinct.discard(self.null)
+            if not distinct:
+                continue
+            values = list(distinct)
+            self._seen_value[index] = True
+            for kind in list(candidates):
+                if not self._all_fit(kind, values):
+                    candidates.discard(kind)
+
+    def widen(self, index: int, to: str = TEXT) -> None:
+        """Forget candidates narrower than `to` (used when the server rejects a value)."""
+        if to == TEXT:
+            self._candidates[index] = set()
+        else:
+            order = list(TYPE_PRIORITY)
+            self._candidates[index] &= set(order[order.index(to):])
+
+    def _all_fit(self, kind: str, values: list[str]) -> bool:
+        joined = "\n".join(values)
+        if joined.count("\n") == len(values) - 1 and _MANY[kind].fullmatch(joined):
+            # Whole-batch regexes find the rare values that need a closer look.
+            if kind == BIGINT and _LONG_INT.search(joined):
+                return all(_value_fits(kind, v) for v in values if len(v) >= 19)
+            if kind == NUMERIC:
+                return not _NEGATIVE_ZERO_LINE.search(joined)
+            if kind in (DATE, TIMESTAMP, TIMESTAMPTZ):
+                return all(_valid_datetime(kind, v) for v in values)
+            return True
+        if joined.count("\n") != len(values) - 1:
+            return all(_value_fits(kind, v) for v in values)
+        return False
+
+    def types(self) -> list[str]:
+        result = []
+        for index, candidates in enumerate(self._candidates):
+            if index in self.overrides:
+                result.append(self.overrides[index])
+            elif not self._seen_value[index]:
+                result.append(TEXT)
+            else:
+                result.append(next((t for t in TYPE_PRIORITY if t in candidates), TEXT))
+        return result
+
+
+def parse_type_overrides(specs: Sequence[str]) -> dict[str, str]:
+    """`--type COL=TYPE` pairs, keyed by normalised column name."""
+    result: dict[str, str] = {}
+    for spec in specs:
+        column, sep, kind = spec.partition("=")
+        if not sep or not column.strip() or not kind.strip():
+            raise UsageError(f"--type {spec!r}: expected COL=TYPE, e.g. --type user_id=bigint")
+        result[normalize_name(column)] = kind.strip()
+    return result
+
+
+def widen_type(current: str) -> str:
+    """The next wider type when a value does not fit (schema evolution `add`)."""
+    base = current.lower()
+    if base in ("smallint", "integer", "bigint", "int2", "int4", "int8"):
+        return NUMERIC
+    return TEXT
+
+
+# Fast shapes for the stream check below. They may accept a little more than the exact
+# lossless check (e.g. 2023-02-30); COPY rejects those and the importer widens the column.
+_FAST_DATE = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+_FAST_TS = _FAST_DATE + r"[ T](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+_FAST = {
+    BIGINT: r"0|-?[1-9][0-9]{0,17}",  # 19 digits may overflow: the exact path decides
+    NUMERIC: r"-?[1-9][0-9]*(?:\.[0-9]+)?|0(?:\.[0-9]+)?|-0\.[0-9]*[1-9][0-9]*",
+    BOOLEAN: r"true|false",
+    DATE: _FAST_DATE,
+    TIMESTAMP: _FAST_TS,
+    TIMESTAMPTZ: _FAST_TS + _OFFSET,
+}
+FEED_PIECE = 128 << 10
+
+
+class StreamInference:
+    """Type inference over a file's bytes as they stream into COPY, fast enough to hide behind
+    the server's own work.
+
+    Text is cut at record boundaries (a newline preceded by an even number of quotes), and a
+    whole block of records is checked by ONE regex built from each column's current narrowest
+    type. Only a block that does not match (a new kind of value, quoted numbers, ...) is parsed
+    with the csv module to narrow the types; that is rare, so the cost is about one regex pass
+    over the bytes.
+    """
+
+    def __init__(self, width: int, options: CsvOptions, overrides: dict[int, str] | None = None,
+                 *, skip_header: bool = True) -> None:
+        self.width = width
+        self.options = options
+        self.exact = TypeInference(width, dict(overrides or {}), null=options.null)
+        self._decoder = codecs.getincrementaldecoder(options.python_encoding)("replace")
+        self._carry = ""
+        self._skip_header = skip_header and options.header
+        self._started = False
+        self._given_up = False
+        self._pattern: re.Pattern[str] | None = None
+        self._pattern_key: tuple[object, ...] | None = None
+
+    # The stream -----------------------------------------------------------------
+
+    def feed(self, chunk: bytes) -> None:
+        # re holds the GIL for a whole match: small pieces let the COPY writer thread send
+        # between them, so the server never waits for us.
+        for start in range(0, len(chunk), FEED_PIECE):
+            self._feed(chunk[start:start + FEED_PIECE])
+
+    def _feed(self, chunk: bytes) -> None:
+        if self._given_up:
+            return
+        text = self._carry + self._decoder.decode(chunk)
+        cut = self._boundary(text)
+        if cut == 0 and len(text) > MAX_RECORD_CARRY:
+            self._give_up()
+            return
+        self._carry = text[cut:]
+        self._block(text[:cut])
+
+    def finish(self) -> None:
+        if self._given_up:
+            return
+        tail = self._carry + self._decoder.decode(b"", final=True)
+        self._carry = ""
+        if tail:
+            self._block(tail if tail.endswith(("\n", "\r")) else tail + "\n")
+
+    def widen(self, index: int, to: str = TEXT) -> None:
+        self.exact.widen(index, to)
+
+    def types(self) -> list[str]:
+        return self.exact.types()
+
+    # Blocks ---------------------------------------------------------------------
+
+    def _boundary(self, text: str) -> int:
+        """Index just after the last newline that ends a record (0 if none)."""
+        quote = self.options.quote
+        end = len(text)
+        while True:
+            i = text.rfind("\n", 0, end)
+            if i < 0:
+                return 0
+            if text.count(quote, 0, i) % 2 == 0:
+                return i + 1
+            end = i
+
+    def _block(self, text: str) -> None:
+        if not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+            if self._skip_header:
+                text = text[self._first_record_end(text):]
+        if not text:
+            return
+        if self._line_pattern().fullmatch(text):
+            return
+        rows = []
+        try:
+            for row in self.options.reader(split_lines(text)):
+                if len(row) == self.width:  # wrong widths are COPY's to report
+                    rows.append(row)
+        except csv.Error:
+            pass  # so is malformed CSV (an unterminated quote), with the line it is on
+        self.exact.feed(rows)
+
+    def _first_record_end(self, text: str) -> int:
+        quote = self.options.quote
+        start = 0
+        while True:
+            i = text.find("\n", start)
+            if i < 0:
+                return len(text)
+            if text.count(quote, 0, i) % 2 == 0:
+                return i + 1
+            start = i + 1
+
+    def _line_pattern(self) -> re.Pattern[str]:
+        exact = self.exact
+        key = tuple((frozenset(c), s) for c, s in
+                    zip(exact._candidates, exact._seen_value, strict=True))
+        if self._pattern is not None and key == self._pattern_key:
+            return self._pattern
+        q = re.escape(self.options.quote)
+        d = re.escape(self.options.delimiter)
+        null = re.escape(self.options.null)
+        text_field = rf"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{d}{q}\r\n]*)"
+        fields = []
+        for index, (candidates, seen) in enumerate(
+                zip(exact._candidates, exact._seen_value, strict=True)):
+            if index in exact.overrides or not candidates:
+                fields.append(text_field)
+            elif not seen:
+                fields.append(f"(?:{null})")  # only NULLs so far: any value needs a look
+            else:
+                kind = next(t for t in TYPE_PRIORITY if t in candidates)
+                fields.append(f"(?:{_FAST[kind]}|{null})")
+        line = d.join(fields) + r"\r?\n"
+        self._pattern = re.compile(f"(?:{line})*")
+        self._pattern_key = key
+        return self._pattern
+
+    def _give_up(self) -> None:
+        """A record too long to hold: stop inferring; untyped columns become text."""
+        self._given_up = True
+        self._carry = ""
+        for index in range(self.width):
+            if index not in self.exact.overrides:
+                self.exact.widen(index)
+                self.exact._seen_value[index] = True

@@ -1,13 +1,15 @@
-"""What an import run is asked to do: its options, their defaults, and how many parts a file
-is worth. No database driver here: the command line reads these before it loads one."""
+"""What an import run is asked to do: its options, their defaults, the rules between them,
+and how many parts a file is worth. No database driver here: the command line reads these
+before it loads one."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshots.csvfile import CsvOptions, is_gzip
+from snapshots.csvfile import CsvOptions, is_gzip, parse_type_overrides
 from snapshots.errors import UsageError
 
 MAX_DEFAULT_JOBS = 4
@@ -43,6 +45,53 @@ class ImportOptions:
             raise UsageError("--max-rejects must be 0 or more")
         if self.part_size < 1:
             raise UsageError("--part-size must be at least one byte")
+
+
+def build_import_options(*, mode: str = "auto", replace: bool = False, force: bool = False,
+                         delete_missing: bool = False, dry_run: bool = False,
+                         on_error: str = "abort", max_rejects: int | None = None,
+                         types: Sequence[str] = (), schema_evolution: str = "strict",
+                         part_size: int = PART_MIN_BYTES, delimiter: str | None = None,
+                         quote: str = '"', null: str = "", encoding: str = "UTF8",
+                         no_header: bool = False, columns: str | None = None,
+                         origin: str = "import", wait_for_busy: bool = True) -> ImportOptions:
+    """ImportOptions from the loading options as a command line spells them (`--type
+    COL=TYPE` pairs, `--columns A,B`, `--delimiter '\\t'`), import's and sync's alike.
+
+    Each value is checked first (by ImportOptions and CsvOptions; the CSV dialect's own
+    rules, such as --no-header needing --columns, are CsvOptions'), then the rules between
+    the loading options, here: import and sync both build their options with this, so they
+    cannot disagree on them.
+    """
+    opts = ImportOptions(
+        mode=mode, replace=replace, force=force, delete_missing=delete_missing,
+        dry_run=dry_run, on_error=on_error, max_rejects=max_rejects,
+        types=parse_type_overrides(types), schema_evolution=schema_evolution,
+        part_size=part_size,
+        csv=build_csv_options(delimiter=delimiter, quote=quote, null=null, encoding=encoding,
+                              no_header=no_header, columns=columns),
+        origin=origin, wait_for_busy=wait_for_busy)
+    if opts.max_rejects is not None and opts.on_error != "skip":
+        # Under abort the first bad row fails the file: a limit would be silently ignored.
+        raise UsageError("--max-rejects goes with --on-error skip")
+    return opts
+
+
+def build_csv_options(*, delimiter: str | None = None, quote: str = '"', null: str = "",
+                      encoding: str = "UTF8", no_header: bool = False,
+                      columns: str | None = None) -> CsvOptions:
+    """CsvOptions from --delimiter, --quote, --null, --encoding, --no-header and --columns.
+    No --delimiter means each file's own is detected. CsvOptions itself checks the rules
+    between these (--no-header needs --columns, --delimiter and --quote differ, ...)."""
+    cols = tuple(c.strip() for c in columns.split(",")) if columns else None
+    return CsvOptions(delimiter=unescape_delimiter(delimiter or ","), quote=quote, null=null,
+                      encoding=encoding, header=not no_header, columns=cols,
+                      detect_delimiter=not delimiter)
+
+
+def unescape_delimiter(value: str) -> str:
+    """A tab is hard to type in a shell or an environment variable: `\\t` and `tab` spell it."""
+    return {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(value, value)
 
 
 def worth_parts(options: ImportOptions, path: Path, size: int, most: int) -> int:

@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from snapshots import __version__
-from snapshots.errors import LedgerError
+from snapshots.errors import LedgerError, UsageError
 
 LEDGER = "snapshot_imports"
 REJECTS = "snapshot_rejects"
@@ -267,7 +267,6 @@ def index_name(table: str, suffix: str) -> str:
 def latest_view_name(table: str) -> str:
     name = f"{table}_latest"
     if len(name.encode()) > 63:
-        from snapshots.errors import UsageError
         raise UsageError(f"--table {table!r} is too long: an append-mode table's name must "
                          f"leave room for its view {name!r} (63 bytes at most)")
     return name
@@ -311,7 +310,6 @@ def check_type_name(conn: psycopg.Connection, kind: str) -> str:
     except psycopg.Error:
         row = None
     if not row or row[0] is None:
-        from snapshots.errors import UsageError
         raise UsageError(f"--type: unknown type {kind!r}")
     return kind
 

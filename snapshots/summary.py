@@ -87,7 +87,8 @@ class Summary:
                     or self.still_failed)
 
 
-def report(result: FileResult, metrics: Metrics, summary: Summary, *, quiet: bool = False) -> None:
+def report_outcome(result: FileResult, metrics: Metrics, summary: Summary, *,
+                   quiet: bool = False) -> None:
     """A file's final outcome: counted in the metrics and the summary, and logged."""
     metrics.observe(result)
     summary.add(result)
@@ -106,3 +107,14 @@ def report(result: FileResult, metrics: Metrics, summary: Summary, *, quiet: boo
         log.info("%s %s: %s", result.result, result.file_name, result.detail, extra=fields)
     else:
         log.debug("skipped %s: %s", result.file_name, result.detail, extra=fields)
+
+
+def report_still_failed(summary: Summary, name: str, error: str) -> None:
+    """Failed in an earlier run with these bytes: not retried, but a --once run must not look
+    green while it sits there; said once."""
+    if name in summary.still_failed or name in {f["file"] for f in summary.failures}:
+        return
+    summary.still_failed[name] = error
+    log.warning("%s failed earlier with these bytes: %s; not retried until they change or "
+                "`snapshots retry` asks", name, error,
+                extra={"snap_file": name, "snap_result": "failed"})

@@ -6,27 +6,25 @@ and mtime unchanged for --settle seconds), hashed once (the hash is remembered i
 database), and imported exactly once by the import engine, whose name lock and ledger make
 several sync processes safe on one directory.
 
-This module is the loop; its stages are modules of their own: `snapshots.backlog` (pure: what
-is settled, ready, done, in which order), `snapshots.dblink` (sync's connection and what it
-reads from the ledger), `snapshots.workers` (the importer pool and connection budget) and
-`snapshots.summary` (counting and logging outcomes).
+This module is the loop that ties the stages, each a module of its own: `scan` (the
+directory's listing and events), `backlog` (pure: what is settled, ready, done, in which
+order), `dblink` (sync's own connection, and what it reads from the ledger), `workers` (the
+importer pool and connection budget), `summary` (each outcome counted and logged once) and
+`chores` (what runs now and then: failures looked at again, gauges, retention).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshots import schema as ddl
-from snapshots import store
 from snapshots.backlog import HELD_RETRY_SECONDS, Backlog, Clock, Verdict
+from snapshots.chores import Chores
 from snapshots.config import first_line
 from snapshots.dblink import (
     BACKOFF_CAP,
@@ -43,8 +41,8 @@ from snapshots.importer import Importer
 from snapshots.metrics import Metrics
 from snapshots.options import ImportOptions
 from snapshots.output import plural
-from snapshots.summary import SUMMARY_LIMIT, Summary
-from snapshots.summary import report as report_outcome
+from snapshots.scan import DEFAULT_PATTERNS, IGNORED, list_files, start_watcher
+from snapshots.summary import SUMMARY_LIMIT, Summary, report_outcome, report_still_failed
 from snapshots.workers import ImporterPool, share
 
 # What other code imports from here, wherever it now lives.
@@ -54,8 +52,6 @@ __all__ = ["BACKOFF_CAP", "BACKOFF_START", "DEFAULT_PATTERNS", "HELD_RETRY_SECON
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PATTERNS = ("*.csv", "*.csv.gz")
-IGNORED = ("*.tmp", "*.part", "*~")
 TERMINATION_LOG = Path("/dev/termination-log")
 STALL_SECONDS = 60.0  # /healthz fails when the loop has not turned for this long
 
@@ -94,52 +90,6 @@ class StopRequest:
     cancelled: int = 0
 
 
-class Chores:
-    """What the loop does now and then besides files: reopen failures (`retry` may have asked
-    for them), refresh the backlog gauges, apply --retention-days."""
-
-    def __init__(self, options: SyncOptions, metrics: Metrics, clock: Clock) -> None:
-        self.options = options
-        self.metrics = metrics
-        self.clock = clock
-        self._reopened_at = clock.monotonic()
-        self._gauged_at = float("-inf")
-        self._retained_at = float("-inf")
-
-    def reopen(self, backlog: Backlog) -> None:
-        now = self.clock.monotonic()
-        if now - self._reopened_at >= min(self.options.rescan, PING_SECONDS):
-            self._reopened_at = now
-            backlog.reopen_failures()
-
-    def relisted(self) -> None:
-        self._gauged_at = float("-inf")  # a new listing: the gauges follow at once
-
-    def gauges(self, backlog: Backlog) -> None:
-        self.metrics.pending.set(len(backlog.pending))
-        now = self.clock.monotonic()
-        if backlog.pending and now - self._gauged_at < 1.0:
-            return  # the oldest file's age needs a walk over the backlog: once a second
-        self._gauged_at = now
-        self.metrics.oldest_pending_age.set(backlog.oldest_pending_age())
-
-    def retention(self, ledger: LedgerView, *, force: bool = False) -> None:
-        days = self.options.retention_days
-        if days is None:
-            return
-        now = self.clock.monotonic()
-        if not force and now - self._retained_at < min(60.0, self.options.rescan):
-            return
-        self._retained_at = now
-        info = ddl.describe_table(ledger.conn, ledger.schema, self.options.table)
-        if info is None or not info.has_snapshot_id:
-            return  # retention deletes whole snapshots: append mode only
-        result = store.forget(ledger.conn, ledger.schema, self.options.table,
-                              older_than_days=days, delete_rows=True)
-        for record in result.records:
-            log.info("forgot %s (#%d): older than %d days", record.file_name, record.id, days)
-
-
 class SyncService:
     """One directory, one table. `run()` blocks until stopped (or, with --once, done)."""
 
@@ -155,7 +105,7 @@ class SyncService:
                                  metrics=self.metrics)
         self.pool = ImporterPool(self._new_importer, jobs=options.jobs, wake=self.wake.set)
         self.backlog = Backlog(options.settle, clock)
-        self.chores = Chores(options, self.metrics, clock)
+        self.chores = Chores(options.rescan, options.retention_days, self.metrics, clock)
         self._stop: StopRequest | None = None
 
     # ------------------------------------------------------------------ control
@@ -184,7 +134,9 @@ class SyncService:
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> Summary:
-        watcher = None if self.options.poll else self._start_watcher()
+        watcher = None if self.options.poll else start_watcher(
+            self.options.data_dir, recursive=self.options.recursive, stop=self.stop_event,
+            changed=self._changed)
         try:
             while not self.stop_event.is_set():
                 self.heartbeat = time.monotonic()
@@ -232,23 +184,9 @@ class SyncService:
             waits.append(0.2)  # collect results promptly
         return max(0.02, min(waits))
 
-    def _start_watcher(self) -> threading.Thread:
-        import watchfiles
-
-        def watch() -> None:
-            try:
-                for _changes in watchfiles.watch(
-                        self.options.data_dir, recursive=self.options.recursive,
-                        stop_event=self.stop_event, debounce=50, step=20,
-                        rust_timeout=1000, yield_on_timeout=False, raise_interrupt=False):
-                    self.backlog.invalidate()  # the directory changed: list it again
-                    self.wake.set()
-            except Exception as exc:  # events are an optimisation; the rescan still works
-                log.warning("file events unavailable (%s); relying on the rescan", exc)
-
-        thread = threading.Thread(target=watch, name="watcher", daemon=True)
-        thread.start()
-        return thread
+    def _changed(self) -> None:
+        self.backlog.invalidate()  # the directory changed: list it again
+        self.wake.set()
 
     def _lost(self, exc: BaseException) -> None:
         """The loop or an importer found the database gone."""
@@ -346,18 +284,7 @@ class SyncService:
         else:  # QUIET, STILL_FAILED: said already, or said here once for the summary
             self.backlog.settle(rel, seen, failed=True)
             if verdict is Verdict.STILL_FAILED and state is not None:
-                self._still_failed(path.name, state)
-
-    def _still_failed(self, name: str, state: store.SnapshotState) -> None:
-        """Failed before with these bytes: a --once run must not look green, and says so once."""
-        if name in self.summary.still_failed or name in {
-                f["file"] for f in self.summary.failures}:
-            return
-        error = first_line(state.error or "failed")
-        self.summary.still_failed[name] = error
-        log.warning("%s failed earlier with these bytes: %s; not retried until they "
-                    "change or `snapshots retry` asks", name, error,
-                    extra={"snap_file": name, "snap_result": "failed"})
+                report_still_failed(self.summary, path.name, first_line(state.error or "failed"))
 
     def _new_importer(self, cancel: threading.Event) -> Importer:
         return Importer(self.link.conninfo, table=self.options.table, schema=self.link.schema,
@@ -427,42 +354,6 @@ class SyncService:
             self._collect()
         self.pool.close()
         self.link.close()
-
-
-def list_files(root: Path, patterns: tuple[str, ...], *,
-               recursive: bool) -> dict[str, FileSignature]:
-    """Candidate files, relative to `root`: matching, complete-looking, not hidden."""
-    found: dict[str, FileSignature] = {}
-    walker: Iterable[tuple[str, list[str], list[str]]]
-    if recursive:
-        walker = os.walk(root)
-    else:
-        try:
-            names = os.listdir(root)
-        except OSError as exc:
-            log.warning("cannot list %s: %s", root, exc)
-            return found
-        walker = [(str(root), [], names)]
-    for directory, dirs, names in walker:
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            if not wanted(name, patterns):
-                continue
-            full = os.path.join(directory, name)
-            try:
-                st = os.stat(full)
-            except OSError:
-                continue  # gone between listing and stat
-            if not os.path.isfile(full):
-                continue
-            found[os.path.relpath(full, root)] = FileSignature.of(st)
-    return found
-
-
-def wanted(name: str, patterns: tuple[str, ...]) -> bool:
-    if name.startswith(".") or any(fnmatch.fnmatch(name, p) for p in IGNORED):
-        return False
-    return any(fnmatch.fnmatch(name, p) for p in patterns)
 
 
 def write_summary(summary: Summary, table: str, target: Path | None) -> Path | None:

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapshots.csvfile import CsvOptions, is_gzip, parse_type_overrides
+from snapshots.csvio.dialect import CsvOptions
+from snapshots.csvio.inference import parse_type_overrides
+from snapshots.csvio.names import is_gzip
 from snapshots.errors import UsageError
 
 MAX_DEFAULT_JOBS = 4

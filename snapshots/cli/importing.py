@@ -48,7 +48,7 @@ def import_cmd(ctx: click.Context, paths: tuple[Path, ...], database: str | None
       snapshots import --replace snapshot_20230603.csv   supersede an earlier import
       snapshots --database db:5432/warehouse import data/   PGUSER/PGPASSWORD for the login
     """
-    from snapshots.csvfile import expand_inputs
+    from snapshots.csvio.names import expand_inputs
 
     settings = command_settings(ctx, database, table, schema_)
     files = expand_inputs(paths)

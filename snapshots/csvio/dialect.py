@@ -63,6 +63,7 @@ class CsvOptions:
                           doublequote=True, strict=True)
 
 
+# Detecting the delimiter: only when no --delimiter was given (CsvOptions.detect_delimiter).
 DELIMITERS = ",;\t|"  # what detection chooses among (DuckDB's sniffer tries the same four)
 SNIFF_RECORDS = 20  # the header and the first records: what a sniffer needs, and no more
 SNIFF_BYTES = 64 << 10

@@ -14,8 +14,6 @@ from typing import BinaryIO
 from snapshots.csvio.names import is_gzip
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: big enough to amortise syscalls, small enough for flat memory
-
-
 # The longest record a scan holds in memory: past it type inference gives up (its columns
 # stay text) and the malformed-record scan reports the record.
 MAX_RECORD_CARRY = 64 << 20

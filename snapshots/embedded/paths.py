@@ -8,7 +8,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-
 DATA_DIR_ENV = "SNAPSHOTS_EMBEDDED_DIR"
 
 

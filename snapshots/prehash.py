@@ -6,9 +6,11 @@ start-up of the command (loading the database driver, starting the embedded serv
 first file, the previous file's load for the others. hashlib lets go of the GIL while it
 hashes, so the thread runs beside the rest on a second core.
 
-The thread stays at most `ahead` files ahead of the import (so a large directory is not read
-twice: once by the hash, and again, out of the page cache, by COPY), and a result is only
-handed out while the file's size, mtime and inode are what they were before the read.
+The thread stays at most `ahead` files ahead of the import, or more while the files it holds
+come to less than AHEAD_BYTES (so a directory of large files is not read twice: once by the
+hash, and again, out of the page cache, by COPY, while a run of small files is hashed well
+before a batch wants them), and a result is only handed out while the file's size, mtime and
+inode are what they were before the read.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from snapshots.filesig import file_signature
 
 log = logging.getLogger(__name__)
 
+AHEAD_BYTES = 4 << 20
+
 
 class _Closed(Exception):
     pass
@@ -37,13 +41,15 @@ class Prehasher:
     """
 
     def __init__(self, paths: Sequence[Path], *, parts: Callable[[Path, int], int],
-                 options: CsvOptions, ahead: int = 1) -> None:
+                 options: CsvOptions, ahead: int = 1, ahead_bytes: int = AHEAD_BYTES) -> None:
         self._waiting = dict.fromkeys(paths)  # in import order, not yet started
         self._parts = parts
         self._options = options
         self._ahead = max(1, ahead)
+        self._ahead_bytes = ahead_bytes
         self._current: Path | None = None
         self._results: dict[Path, Hashed | None] = {}
+        self._held_bytes = 0  # of the results not taken yet
         self._closed = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="prehash", daemon=True)
@@ -55,7 +61,7 @@ class Prehasher:
         with self._cond:
             # Next in line, with room for it: the thread is about to start it.
             while path in self._waiting and next(iter(self._waiting)) == path and \
-                    len(self._results) < self._ahead and not self._closed:
+                    self._room() and not self._closed:
                 self._cond.wait()
             if path in self._waiting:  # not reached (taken out of order): don't wait for it
                 del self._waiting[path]
@@ -63,6 +69,7 @@ class Prehasher:
             while self._current == path:
                 self._cond.wait()
             result = self._results.pop(path, None)
+            self._held_bytes -= result.size if result is not None else 0
             self._cond.notify_all()  # room for the next file
         try:
             if result is None or file_signature(path) != result.signature:
@@ -85,6 +92,10 @@ class Prehasher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _room(self) -> bool:
+        """Whether the thread may hash one more file before the import takes one."""
+        return len(self._results) < self._ahead or self._held_bytes < self._ahead_bytes
+
     def _run(self) -> None:
         try:
             self._hash_in_order()
@@ -97,8 +108,7 @@ class Prehasher:
     def _hash_in_order(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and self._waiting and \
-                        len(self._results) >= self._ahead:
+                while not self._closed and self._waiting and not self._room():
                     self._cond.wait()
                 if self._closed or not self._waiting:
                     return
@@ -115,6 +125,7 @@ class Prehasher:
                 result = None
             with self._cond:
                 self._results[path] = result
+                self._held_bytes += result.size if result is not None else 0
                 self._current = None
                 self._cond.notify_all()
 

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from snapshots.engine.batch import BATCH_FILES
 from snapshots.engine.target import merges
 from snapshots.importer import FileResult, Importer, ProgressCallback
 from snapshots.options import ImportOptions, default_jobs
@@ -79,10 +80,7 @@ def _sequential(conninfo: str, files: Sequence[Path], *, table: str, schema: str
     importer = Importer(conninfo, table=table, schema=schema, options=options, cancel=cancel,
                         parts=parts, prehashed=prehashed)
     with importer:
-        for path in files:
-            yield importer.import_file(path, progress=progress(path) if progress else None)
-            if cancel is not None and cancel.is_set():
-                return
+        yield from importer.import_many(files, progress=progress)
 
 
 def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str | None,
@@ -90,27 +88,33 @@ def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str |
               progress: Callable[[Path], ProgressCallback | None] | None,
               cancel: threading.Event | None,
               prehashed: Prehasher | None = None) -> Iterator[FileResult]:
-    todo: queue.Queue[Path] = queue.Queue()
-    for path in files:
-        todo.put(path)
+    # Workers take consecutive files a few at a time, so runs of small files still share
+    # transactions (Importer.import_many), yet every worker gets several turns.
+    todo: queue.Queue[Sequence[Path]] = queue.Queue()
+    size = max(1, min(BATCH_FILES, len(files) // (workers * 4)))
+    for start in range(0, len(files), size):
+        todo.put(files[start:start + size])
     done: queue.Queue[FileResult | BaseException] = queue.Queue()
+    stop = cancel or threading.Event()
+    importers: list[Importer] = []
 
     def work() -> None:
         try:
             importer = Importer(conninfo, table=table, schema=schema, options=options,
-                                cancel=cancel, prehashed=prehashed)
+                                cancel=stop, prehashed=prehashed)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             done.put(exc)
             return
+        importers.append(importer)
         try:
             with importer:
-                while not (cancel is not None and cancel.is_set()):
+                while not stop.is_set():
                     try:
-                        path = todo.get_nowait()
+                        chunk = todo.get_nowait()
                     except queue.Empty:
                         break
-                    done.put(importer.import_file(
-                        path, progress=progress(path) if progress else None))
+                    for result in importer.import_many(chunk, progress=progress):
+                        done.put(result)
         finally:
             done.put(_WorkerDone())
 
@@ -120,21 +124,35 @@ def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str |
         thread.start()
     finished = 0
     error: BaseException | None = None
-    while finished < len(threads):
-        item = done.get()
-        if isinstance(item, _WorkerDone):
-            finished += 1
-        elif isinstance(item, BaseException):
-            finished += 1
-            error = item
-        else:
-            yield item
+    try:
+        while finished < len(threads):
+            item = done.get()
+            if isinstance(item, _WorkerDone):
+                finished += 1
+            elif isinstance(item, BaseException):
+                finished += 1
+                error = item
+            else:
+                yield item
+    except BaseException:
+        # Ctrl-C (it reaches this thread only) or the consumer gone: the workers' loads in
+        # flight are cancelled and rolled back, and they remove their claims before the
+        # process ends, as one worker does.
+        stop.set()
+        for importer in importers:
+            importer.cancel_now()
+        for thread in threads:
+            thread.join(timeout=CANCEL_SECONDS)
+        raise
     for thread in threads:
         thread.join()
     # A worker that could not connect is fine while others did the work; when files are
     # left over, nobody could: that is the run's error.
     if error is not None and not todo.empty():
         raise error
+
+
+CANCEL_SECONDS = 10.0  # how long cancelled workers get to clean up after themselves
 
 
 class _WorkerDone:

@@ -97,6 +97,12 @@ def _records(conn: psycopg.Connection, query: sql.Composable,
         return [Record(**row) for row in cur.fetchall()]
 
 
+def records(conn: psycopg.Connection, schema: str, where: sql.Composable,
+            params: Sequence[Any] | dict[str, Any] = ()) -> list[Record]:
+    """The ledger's records `where` says (a clause starting with a space)."""
+    return _records(conn, _select(schema) + where, params)
+
+
 def _select(schema: str) -> sql.Composed:
     return sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in RECORD_COLUMNS), ledger(schema))
@@ -141,13 +147,45 @@ def mark_imported(conn: psycopg.Connection, schema: str, import_id: int, *, rows
                   rejected: int, same_content_as: int | None) -> float:
     """Returns the seconds the record says the import took (`list`'s TOOK), so the import's
     own line can say the same."""
-    row = conn.execute(sql.SQL(
-        "UPDATE {} SET status = 'imported', row_count = %s, rejected_rows = %s, "
-        "same_content_as = %s, finished_at = clock_timestamp(), error = NULL WHERE id = %s "
-        "RETURNING finished_at - started_at"
-    ).format(ledger(schema)), (rows, rejected, same_content_as, import_id)).fetchone()
+    row = conn.execute(mark_imported_sql(schema, import_id, rows=rows, rejected=rejected,
+                                         same_content_as=same_content_as)).fetchone()
     assert row is not None
-    return round(row[0].total_seconds(), 3)  # as Record.duration_seconds rounds it
+    return took_seconds(row[0])
+
+
+def mark_imported_sql(schema: str, import_id: int, *, rows: int, rejected: int,
+                      same_content_as: int | None) -> sql.Composed:
+    """The statement that flips a claim to `imported`, values inline: a batch sends it in
+    one round trip with the next file's first statements. Gives `finished_at - started_at`."""
+    return sql.SQL(
+        "UPDATE {} SET status = 'imported', row_count = {}, rejected_rows = {}, "
+        "same_content_as = {}, finished_at = clock_timestamp(), error = NULL WHERE id = {} "
+        "RETURNING finished_at - started_at").format(
+        ledger(schema), sql.Literal(rows), sql.Literal(rejected), sql.Literal(same_content_as),
+        sql.Literal(import_id))
+
+
+def mark_many_imported_sql(
+        schema: str,
+        loads: Sequence[tuple[int, int, int, int | None, dt.datetime, dt.datetime | None]],
+) -> sql.Composed:
+    """One statement flipping many claims to `imported`, in the transaction that holds
+    their rows: (import id, rows, rejected rows, same content as, started, finished) each;
+    a finished of None is now. The times are each file's own load, so `list`'s TOOK is
+    that file's and not its batch's. Gives (id, finished_at - started_at)."""
+    values = sql.SQL(", ").join(
+        sql.SQL("({}::bigint, {}::bigint, {}::bigint, {}::bigint, {}::timestamptz, "
+                "{}::timestamptz)").format(*map(sql.Literal, load)) for load in loads)
+    return sql.SQL(
+        "UPDATE {} AS i SET status = 'imported', row_count = v.rows, rejected_rows = v.rejected, "
+        "same_content_as = v.same, started_at = v.started, "
+        "finished_at = coalesce(v.finished, clock_timestamp()), error = NULL "
+        "FROM (VALUES {}) AS v(id, rows, rejected, same, started, finished) WHERE i.id = v.id "
+        "RETURNING i.id, i.finished_at - i.started_at").format(ledger(schema), values)
+
+
+def took_seconds(duration: dt.timedelta) -> float:
+    return round(duration.total_seconds(), 3)  # as Record.duration_seconds rounds it
 
 
 def mark_failed(conn: psycopg.Connection, schema: str, import_id: int, error: str, *,

@@ -98,7 +98,7 @@ def test_reads_at_most_ahead_files_beyond_the_import(tmp_path: Path) -> None:
     files = [write(tmp_path / f"s_2023010{n}.csv", 10) for n in range(1, 6)]
     seen: list[Path] = []
     with Prehasher(files, parts=lambda p, _s: seen.append(p) or 1, options=CsvOptions(),
-                   ahead=2) as pre:
+                   ahead=2, ahead_bytes=0) as pre:
         deadline = time.monotonic() + 10
         while len(seen) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -109,6 +109,30 @@ def test_reads_at_most_ahead_files_beyond_the_import(tmp_path: Path) -> None:
         while len(seen) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert seen == files[:3]
+
+
+def test_small_files_are_read_further_ahead_up_to_ahead_bytes(tmp_path: Path) -> None:
+    """A batch of small files wants many hashes at once: the thread goes on past `ahead`
+    files while the results it holds come to less than `ahead_bytes`, and no further."""
+    files = [write(tmp_path / f"s_2023010{n}.csv", 10) for n in range(1, 10)]
+    size = files[0].stat().st_size
+    holder: list[Prehasher] = []
+    held: list[int] = []  # results waiting to be taken when each hash started
+
+    def parts(_path: Path, _size: int) -> int:
+        held.append(len(holder[0]._results) if holder else 0)
+        return 1
+
+    with Prehasher(files, parts=parts, options=CsvOptions(), ahead=1,
+                   ahead_bytes=4 * size) as pre:
+        holder.append(pre)
+        deadline = time.monotonic() + 10
+        while len(held) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(held) >= 4  # four hashed before the first was taken (ahead=1 alone: one)
+        assert all(pre.take(f) is not None for f in files)
+    assert max(held) == 3  # never a fifth while four files' bytes were held
+    assert len(held) == len(files)
 
 
 def test_close_abandons_the_rest(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from queue import Queue
 
 import psycopg
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
+from psycopg.copy import LibpqWriter, QueuedLibpqWriter
 
 from snapshots.copyerrors import input_error_from_copy
 from snapshots.csvio.inference import StreamInference
@@ -28,6 +28,8 @@ from snapshots.csvio.quoting import (
 from snapshots.csvio.streams import HashingReader, iter_chunks, open_content, open_span
 from snapshots.engine.context import LoadContext
 from snapshots.errors import InputError, InterruptedImport
+
+DIRECT_WRITE_BYTES = 1 << 20  # files up to this size are sent from the loading thread
 
 
 def copy_statement(ctx: LoadContext, relation: sql.Composable, columns: Sequence[str], *,
@@ -71,8 +73,11 @@ def copy_file(ctx: LoadContext, path: Path, relation: sql.Composable, columns: S
     # What COPY would silently misread (a part starts at a record, never at a BOM).
     stray = StrayQuotes(ctx.options.csv, bom=span is None or span[0] == 0)
     with stream, conn.cursor() as cur:
+        # A writer thread pays off only when there is more to send than one socket buffer:
+        # for a small file, starting it costs more than the whole COPY.
+        writer = BoundedWriter(cur) if total > DIRECT_WRITE_BYTES else LibpqWriter(cur)
         with cur.copy(copy_statement(ctx, relation, columns, header=header),
-                      writer=BoundedWriter(cur)) as copy:
+                      writer=writer) as copy:
             def feed() -> Iterator[bytes]:
                 nonlocal tail, newlines, last
                 for chunk in iter_chunks(stream):

@@ -1,0 +1,242 @@
+"""Runs of small files share transactions (snapshots.engine.batch); each file stays one
+atomic step with its ledger record, and exactly once, whatever happens to the others."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import Cli, finish, start_cli, wait_until
+
+from snapshots.engine.batch import BATCH_FILES
+from snapshots.importer import Importer
+from snapshots.options import ImportOptions
+
+HEADER = b"id,name,amount\n"
+
+
+def snapshot(directory: Path, day: int, rows: int = 5, *, bad_line: int | None = None) -> Path:
+    """snapshot_2023MMDD.csv for the `day`-th day of 2023 (1-based), `rows` rows."""
+    import datetime as dt
+
+    date = dt.date(2023, 1, 1) + dt.timedelta(days=day - 1)
+    path = directory / f"snapshot_{date:%Y%m%d}.csv"
+    lines = [b"%d,name %d,%d.25\n" % (day * 1000 + i, i, i) for i in range(rows)]
+    if bad_line is not None:  # the file's line number (the header is line 1)
+        lines[bad_line - 2] = b"oops,bad,1\n"
+    path.write_bytes(HEADER + b"".join(lines))
+    return path
+
+
+def load_transactions(conn: psycopg.Connection) -> int:
+    """How many transactions wrote the `imported` records: a record's row version was
+    written by the transaction that committed its file's rows."""
+    row = conn.execute("SELECT count(DISTINCT xmin::text) FROM snapshot_imports "
+                       "WHERE status = 'imported'").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def consistent(conn: psycopg.Connection) -> None:
+    """What must hold whatever happened: rows only of imported records, as many as each
+    record says, and at most one imported record per name."""
+    orphans = conn.execute(
+        "SELECT count(*) FROM snapshots s LEFT JOIN snapshot_imports i ON i.id = s.snapshot_id "
+        "WHERE i.status IS DISTINCT FROM 'imported'").fetchone()
+    assert orphans == (0,)
+    wrong = conn.execute(
+        "SELECT i.id FROM snapshot_imports i LEFT JOIN (SELECT snapshot_id, count(*) AS n "
+        "FROM snapshots GROUP BY 1) s ON s.snapshot_id = i.id "
+        "WHERE i.status = 'imported' AND i.row_count IS DISTINCT FROM coalesce(s.n, 0)"
+    ).fetchall()
+    assert wrong == []
+    twice = conn.execute("SELECT file_name FROM snapshot_imports WHERE status = 'imported' "
+                         "GROUP BY 1 HAVING count(*) > 1").fetchall()
+    assert twice == []
+
+
+def test_a_directory_of_small_files_loads_in_few_transactions(cli: Cli) -> None:
+    incoming = cli.dir / "incoming"
+    incoming.mkdir()
+    files = [snapshot(incoming, day) for day in range(1, 2 * BATCH_FILES + 11)]
+    assert cli.conn is not None
+    result = cli.run("import", "--jobs", "1", incoming)
+    # One transaction per file before batches: now one or a few per batch (a batch
+    # commits every BATCH_SECONDS too).
+    assert load_transactions(cli.conn) < len(files) // 4
+    lines = [line for line in result.stdout.splitlines() if line.startswith("imported ")]
+    assert [line.split()[1].rstrip(":") for line in lines] == [f.name for f in files]  # date order
+    rows = cli.rows("SELECT i.file_name, i.row_count, count(s.*) FROM snapshot_imports i "
+                    "JOIN snapshots s ON s.snapshot_id = i.id GROUP BY 1, 2 ORDER BY 1")
+    assert rows == [(f.name, 5, 5) for f in files]
+    consistent(cli.conn)
+    # Each record's TOOK is its own load, not its batch's.
+    took = cli.rows("SELECT finished_at - started_at FROM snapshot_imports")
+    assert len(set(took)) > len(files) // 2
+
+
+def test_a_bad_file_in_a_batch_fails_alone(cli: Cli) -> None:
+    incoming = cli.dir / "incoming"
+    incoming.mkdir()
+    files = [snapshot(incoming, day, bad_line=4 if day == 6 else None) for day in range(1, 12)]
+    result = cli.run("import", incoming, code=1)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{files[5].name}:4: invalid input syntax for type bigint" \
+        in errors[0] and "column id" in errors[0], result.stderr
+    ledger = {r["file_name"]: r for r in cli.ledger()}
+    assert {name for name, r in ledger.items() if r["status"] == "imported"} == \
+        {f.name for f in files} - {files[5].name}
+    assert ledger[files[5].name]["status"] == "failed"
+    assert f"{files[5].name}:4: invalid input" in ledger[files[5].name]["error"]
+    assert cli.conn is not None
+    consistent(cli.conn)
+    assert cli.scalar("SELECT count(*) FROM snapshots") == 10 * 5
+
+
+def test_skip_conflict_and_replace_within_a_run(cli: Cli) -> None:
+    incoming = cli.dir / "incoming"
+    incoming.mkdir()
+    files = [snapshot(incoming, day) for day in range(1, 6)]
+    cli.run("import", incoming)
+    files[2].write_bytes(HEADER + b"1,changed,2.5\n")
+    files += [snapshot(incoming, day) for day in range(6, 9)]
+    result = cli.run("import", "--jobs", "1", incoming, code=1)
+    words = [(line.split()[0], line.split()[1].rstrip(":"))
+             for line in result.stdout.splitlines()
+             if line.split() and line.split()[0] in ("imported", "skipped")]
+    assert words == [("skipped", files[0].name), ("skipped", files[1].name),
+                     ("skipped", files[3].name), ("skipped", files[4].name),
+                     *(("imported", f.name) for f in files[5:])]
+    assert "conflict" in result.stderr and files[2].name in result.stderr
+    cli.run("import", "--replace", incoming)
+    assert cli.scalar("SELECT count(*) FROM snapshots") == 7 * 5 + 1
+    assert cli.conn is not None
+    consistent(cli.conn)
+
+
+def test_a_name_another_process_holds_is_left_to_it(db_url: str, db_conn: psycopg.Connection,
+                                                     tmp_path: Path) -> None:
+    files = [snapshot(tmp_path, day) for day in range(1, 9)]
+    with Importer(db_url, table="snapshots") as importer:  # creates the table
+        assert importer.import_file(files[0]).result == "imported"
+    with psycopg.connect(db_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7421))",
+                      ("\x1f".join(("name", "public", "snapshots", files[4].name)),))
+        options = ImportOptions(origin="sync", wait_for_busy=False)
+        with Importer(db_url, table="snapshots", options=options) as importer:
+            results = list(importer.import_many(files[1:]))
+    assert [(r.file_name, r.result) for r in results] == [
+        (f.name, "busy" if f == files[4] else "imported") for f in files[1:]]
+    consistent(db_conn)
+    assert db_conn.execute("SELECT count(*) FROM snapshot_imports WHERE status <> 'imported'"
+                           ).fetchone() == (0,)
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> Path:
+    incoming = tmp_path / "many"
+    incoming.mkdir()
+    for day in range(1, 3001):
+        snapshot(incoming, day, rows=20)
+    return incoming
+
+
+def imported_count(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM snapshot_imports WHERE status = 'imported'"
+                       ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def mid_batch(conn: psycopg.Connection) -> bool:
+    """Batches have committed, and another one's claims are there: it is loading."""
+    row = conn.execute("SELECT count(*) FILTER (WHERE status = 'imported') > 200 AND "
+                       "count(*) FILTER (WHERE status = 'importing') > 0 FROM snapshot_imports"
+                       ).fetchone()
+    return bool(row and row[0])
+
+
+def first_file(directory: Path, cli: Cli) -> None:
+    """The table exists first, so that every later file goes in batches."""
+    first = sorted(directory.iterdir())[0]
+    cli.run("import", first)
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_batches(cli: Cli, many: Path,
+                                          procs: list[subprocess.Popen[str]]) -> None:
+    assert cli.conn is not None
+    first_file(many, cli)
+    proc = start_cli("--database", cli.db_url, "import", many, env=cli.env)
+    procs.append(proc)
+    wait_until(lambda: mid_batch(cli.conn) or proc.poll() is not None,  # type: ignore[arg-type]
+               timeout=120, message="some batches to commit and another to be loading")
+    assert proc.poll() is None, "the import finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    assert finish(proc)[0] == -signal.SIGKILL
+    consistent(cli.conn)
+    done = imported_count(cli.conn)
+    assert 0 < done < 3000
+    wait_until(lambda: cli.scalar("SELECT count(*) FROM pg_stat_activity WHERE "
+                                  "datname = current_database() AND pid <> pg_backend_pid()"
+                                  ) == 0, timeout=30, message="the killed session to end")
+    in_flight = cli.scalar("SELECT count(*) FROM snapshot_imports WHERE status = 'importing'")
+    assert in_flight > 0  # the claims of the batch that was loading
+    result = cli.process("import", many)
+    assert result.stderr.count("as interrupted") == in_flight
+    assert cli.scalar("SELECT count(*) FROM snapshot_imports WHERE status = 'failed' "
+                      "AND starts_with(error, 'interrupted')") == in_flight
+    consistent(cli.conn)
+    assert imported_count(cli.conn) == 3000
+    assert cli.scalar("SELECT count(*) FROM snapshots") == 3000 * 20
+    assert cli.scalar("SELECT count(*) FROM snapshot_imports WHERE status = 'importing'") == 0
+
+
+@pytest.mark.slow
+def test_sigint_in_the_middle_of_batches(cli: Cli, many: Path,
+                                         procs: list[subprocess.Popen[str]]) -> None:
+    """Ctrl-C: what committed stays, the batch in flight is rolled back and its claims go
+    (nothing failed), exit 130; the next run loads the rest."""
+    assert cli.conn is not None
+    first_file(many, cli)
+    proc = start_cli("--database", cli.db_url, "import", many, env=cli.env)
+    procs.append(proc)
+    wait_until(lambda: imported_count(cli.conn) > 200 or proc.poll() is not None,  # type: ignore[arg-type]
+               timeout=120, message="some batches to commit")
+    assert proc.poll() is None, "the import finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    code, _out, err = finish(proc)
+    assert code == 130, err
+    assert "Traceback" not in err
+    consistent(cli.conn)
+    assert cli.scalar("SELECT count(*) FROM snapshot_imports WHERE status <> 'imported'") == 0
+    assert 0 < imported_count(cli.conn) < 3000
+    cli.run("import", many)
+    assert imported_count(cli.conn) == 3000
+    assert cli.scalar("SELECT count(*) FROM snapshots") == 3000 * 20
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_directory_load_each_file_once(
+        cli: Cli, tmp_path: Path, procs: list[subprocess.Popen[str]]) -> None:
+    incoming = tmp_path / "shared"
+    incoming.mkdir()
+    for day in range(1, 401):
+        snapshot(incoming, day)
+    first_file(incoming, cli)
+    started = [start_cli("--database", cli.db_url, "import", "--jobs", "2", incoming,
+                         env=cli.env) for _ in range(2)]
+    procs.extend(started)
+    outcomes = [finish(proc) for proc in started]
+    assert [code for code, _, _ in outcomes] == [0, 0], outcomes
+    assert cli.conn is not None
+    consistent(cli.conn)
+    assert imported_count(cli.conn) == 400
+    assert cli.scalar("SELECT count(*) FROM snapshots") == 400 * 5
+    # Every file was loaded by one process and skipped (or waited for) by the other.
+    said = [line.split()[0] for _, out, _ in outcomes for line in out.splitlines()
+            if line.split() and line.split()[0] in ("imported", "skipped")]
+    assert said.count("imported") == 399 and said.count("skipped") == 401

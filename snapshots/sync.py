@@ -178,8 +178,8 @@ class SyncService:
         waits = [self.options.rescan, max(0.05, self.link.next_check() - now)]
         if self.options.poll:
             waits.append(1.0)  # no events: list the directory every second
-        if self.backlog.deadline is not None:
-            waits.append(max(0.05, self.backlog.deadline - now))
+        if self.backlog.deadline is not None:  # on the backlog's clock (a test's, maybe)
+            waits.append(max(0.05, self.backlog.deadline - self.backlog.clock.monotonic()))
         if self.pool:
             waits.append(0.2)  # collect results promptly
         return max(0.02, min(waits))

@@ -1,8 +1,10 @@
 """`snapshots sync` as a real process against a real PostgreSQL (SPEC sections 5 and 6).
 
 Every wait is a condition with a deadline (``wait_until`` polling the ledger or the HTTP
-endpoints). The only timed pauses are a slow writer's pacing and ``stays`` windows, which
-check that something does NOT happen (a failed file not retried in a loop).
+endpoints); the only timed pauses are a writer's pacing. What must NOT happen (a failed file
+retried in a loop, an outcome counted again, a held file hammered) is checked in process, over
+loop turns on a clock the test moves (test_sync_loop.py), and the backlog's rules exactly
+(test_backlog.py); processes stay for signals, kills, several processes and the real watcher.
 """
 
 from __future__ import annotations
@@ -129,14 +131,6 @@ def assert_each_loaded_once(conn: psycopg.Connection, expected: dict[str, int]) 
         assert done[name]["row_count"] == rows, name
         assert data_rows(conn, done[name]["id"]) == rows, name
     assert data_rows(conn) == sum(expected.values())
-
-
-def stays(predicate: Callable[[], bool], seconds: float, message: str) -> None:
-    """Check that ``predicate`` holds for a whole window (something must NOT happen)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        assert predicate(), message
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- the process
@@ -357,40 +351,6 @@ def test_recursive_only_with_the_flag(db_url: str, db_conn: psycopg.Connection,
     summary = json.loads(result.stdout)
     assert summary["files"] == {"imported": 1, "skipped": 1, "failed": 0, "conflict": 0,
         "still_failed": 0}
-
-
-def test_failed_file_is_not_retried_until_retry_or_new_bytes(
-        db_url: str, db_conn: psycopg.Connection, data_dir: Path, staging: Path,
-        cli_env: dict[str, str], start_sync: Callable[..., Sync]) -> None:
-    bad, good = "snapshot_20230101.csv", "snapshot_20230102.csv"
-    sync = start_sync("--settle", "0.2", "--rescan", str(RESCAN))
-    rename_in(staging, data_dir, bad, bad_csv())
-    rename_in(staging, data_dir, good, csv_text(8))
-    wait_until(lambda: good in imported(db_conn) and statuses(db_conn, bad) == ["failed"],
-               DEADLINE, message="the bad file to fail and the good one to load")
-    error = records(db_conn, bad)[0]["error"]
-    assert f"{bad}:3:" in error, error
-
-    stays(lambda: statuses(db_conn, bad) == ["failed"], 4 * RESCAN,
-          "a failed file was retried without a change or a retry request")
-
-    result = run_cli("--database", db_url, "retry", bad, env=cli_env)
-    assert result.returncode == 0, result.stderr
-    assert bad in result.stdout
-    wait_until(lambda: statuses(db_conn, bad) == ["failed", "failed"], DEADLINE,
-               message="`snapshots retry` to make sync try the same bytes again")
-    stays(lambda: statuses(db_conn, bad) == ["failed", "failed"], 4 * RESCAN,
-          "a retried file failed again and was retried in a loop")
-
-    rename_in(staging, data_dir, bad, csv_text(5, seed=9))  # fixed: new bytes
-    wait_until(lambda: bad in imported(db_conn), DEADLINE,
-               message="the fixed file to be loaded")
-    assert statuses(db_conn, bad) == ["failed", "failed", "imported"]
-    assert_each_loaded_once(db_conn, {bad: 5, good: 8})
-    metrics = sync.metrics()
-    assert metrics['snapshots_files_total{result="failed"}'] == 2
-    assert metrics['snapshots_files_total{result="imported"}'] == 2
-    assert sync.stop() == 0
 
 
 def test_database_outage_loses_nothing(cli_env: dict[str, str], data_dir: Path,
@@ -820,10 +780,11 @@ def test_upsert_backlog_merges_in_snapshot_order_with_several_jobs(
 
 
 def test_file_held_by_another_process_is_skipped_not_waited_for(
-        db_url: str, db_conn: psycopg.Connection, data_dir: Path, staging: Path,
-        cli_env: dict[str, str], start_sync: Callable[..., Sync]) -> None:
-    """Another importer holds a snapshot's name lock (this test, standing in for it): sync
-    loads the other files, does not hammer the held one, and takes it once it is free."""
+        db_url: str, db_conn: psycopg.Connection, data_dir: Path,
+        cli_env: dict[str, str]) -> None:
+    """Another importer holds a snapshot's name lock (this test, standing in for it): a
+    --once run loads the other files and does not wait for it. (The service's side, not
+    hammering it and taking it once free, is test_sync_loop's.)"""
     held, free = day_name(0), day_name(1)
     put(data_dir, held, csv_text(4))
     put(data_dir, free, csv_text(5, seed=1))
@@ -831,38 +792,12 @@ def test_file_held_by_another_process_is_skipped_not_waited_for(
     assert result.returncode == 0, result.stderr
     key = "\x1f".join(("name", "public", "snapshots", held))
     db_conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 7421))", (key,))
-
-    # --once does not wait for it: the free file loads, the held one counts as skipped.
     result, _ = run_once(db_url, data_dir, cli_env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["files"] == {"imported": 1, "skipped": 1, "failed": 0,
                                                   "conflict": 0, "still_failed": 0}
     assert sorted(imported(db_conn)) == [free]
-
-    sync = start_sync("--settle", "0", "--rescan", str(RESCAN))
-    wait_until(lambda: sync.metrics()['snapshots_files_total{result="skipped"}'] == 1,
-               DEADLINE, message="the service to see the free file as already imported")
-
-    def commits() -> int:
-        row = db_conn.execute("SELECT xact_commit FROM pg_stat_database "
-                              "WHERE datname = current_database()").fetchone()
-        assert row is not None
-        return int(row[0])
-
-    wait_until(lambda: sync.metrics()["snapshots_pending_files"] == 1, DEADLINE,
-               message="the held file to count as pending")
-    before, began = commits(), time.monotonic()
-    stays(lambda: records(db_conn, held) == [], 2.0, "a held file was imported")
-    sync.assert_running()
-    rate = (commits() - before) / (time.monotonic() - began)
-    print(f"transactions per second while a file is held elsewhere: {rate:.0f}")
-    assert rate < 100, "sync spins on a file another process holds"
-
-    db_conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 7421))", (key,))
-    wait_until(lambda: held in imported(db_conn), DEADLINE,
-               message="the file to be loaded once it is free")
-    assert_each_loaded_once(db_conn, {held: 4, free: 5})
-    assert sync.stop() == 0
+    assert records(db_conn, held) == []
 
 
 def test_once_without_a_database_exits_3(data_dir: Path, cli_env: dict[str, str],
@@ -875,31 +810,6 @@ def test_once_without_a_database_exits_3(data_dir: Path, cli_env: dict[str, str]
     summary = json.loads(summary_file.read_text())
     assert summary["files"]["imported"] == 0
     assert "database_error" in summary
-
-
-def test_outcomes_without_a_new_attempt_are_not_counted_again(
-        db_url: str, db_conn: psycopg.Connection, data_dir: Path, staging: Path,
-        cli_env: dict[str, str], start_sync: Callable[..., Sync]) -> None:
-    """A conflict and a file whose header is unusable are reported once, not on every
-    rescan: their counters and log lines would otherwise grow for as long as sync runs."""
-    conflict, bad_header = day_name(0), day_name(1)
-    result = run_cli("--database", db_url, "import", put(staging, conflict, csv_text(2)),
-                     env=cli_env)
-    assert result.returncode == 0, result.stderr
-    put(data_dir, conflict, csv_text(3, seed=5))
-    put(data_dir, bad_header, "a,a\n1,2\n")
-    sync = start_sync("--settle", "0", "--rescan", str(RESCAN))
-
-    def counts() -> tuple[float, float]:
-        values = sync.metrics()
-        return (values['snapshots_files_total{result="conflict"}'],
-                values['snapshots_files_total{result="failed"}'])
-
-    wait_until(lambda: counts() == (1, 1), DEADLINE, message="one conflict and one failure")
-    stays(lambda: counts() == (1, 1), 4 * RESCAN, "an outcome was counted again on a rescan")
-    assert sync.output().count(f"conflict {conflict}") == 1
-    assert sync.output().count(f"failed {bad_header}") == 1
-    assert sync.stop() == 0
 
 
 def test_a_large_file_alone_loads_in_parallel_parts(

@@ -74,11 +74,20 @@ def _is_tsv(path: Path) -> bool:
     return name.endswith(".tsv") or name.endswith(".tsv.gz")
 
 
-def _sample(path: Path, options: CsvOptions) -> str:
+def read_head(path: Path) -> bytes | None:
+    """The first SNIFF_BYTES of the file's content (decompressed): what detection and a
+    one-line header are read from; None when it cannot be read (the reads that follow say
+    why)."""
+    try:
+        stream, _ = open_content(path)
+        with stream:
+            return stream.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
+def _sample(data: bytes, options: CsvOptions) -> str:
     """The file's first lines as text (BOM dropped), cut at a line end."""
-    stream, _ = open_content(path)
-    with stream:
-        data = stream.read(SNIFF_BYTES)
     text = data.decode(options.python_encoding, "replace").removeprefix("\ufeff")
     lines = text.splitlines(keepends=True)
     if len(data) == SNIFF_BYTES and len(lines) > 1:
@@ -91,7 +100,8 @@ def _fields(line: str, delimiter: str, quote: str) -> int:
     return len(next(csv.reader([line], delimiter=delimiter, quotechar=quote), []))
 
 
-def detect_dialect(path: Path, options: CsvOptions) -> tuple[CsvOptions, str]:
+def detect_dialect(path: Path, options: CsvOptions,
+                   head: bytes | None = None) -> tuple[CsvOptions, str]:
     """The options with this file's delimiter, and what to say about it ("" when the
     delimiter was given, or is the comma a CSV file is expected to hold).
 
@@ -99,17 +109,15 @@ def detect_dialect(path: Path, options: CsvOptions) -> tuple[CsvOptions, str]:
     header and the first records (the delimiter whose count is the same on every line), and
     the header is the judge: a header that reads as one column under the chosen delimiter but
     splits under another is refused, never loaded as one text column. A header that splits
-    under none is one column, read with `,`.
+    under none is one column, read with `,`. `head`: the file's read_head, if read already.
     """
     if not options.detect_delimiter:
         return options, ""
     if _is_tsv(path):
         return replace(options, delimiter="\t", detect_delimiter=False), \
             "delimiter tab (a .tsv file)"
-    try:
-        sample = _sample(path, options)
-    except (OSError, EOFError, zlib.error):
-        sample = ""  # the reads that follow report it
+    head = head if head is not None else read_head(path)
+    sample = _sample(head, options) if head is not None else ""
     header = next(iter(sample.splitlines()), "")
     splits = [d for d in DELIMITERS if d != options.quote
               and _fields(header, d, options.quote) > 1]

@@ -84,6 +84,11 @@ def check_byte_order_mark(path: Path) -> None:
             start = stream.read(4)
         except (OSError, EOFError, zlib.error):
             return  # the reads that follow report it
+    check_start(start, path)
+
+
+def check_start(start: bytes, path: Path) -> None:
+    """check_byte_order_mark, given the content's first bytes."""
     for mark, name in _WIDE_BOMS:
         if start.startswith(mark):
             raise InputError(f"the file is {name} (it starts with a {name} byte order mark), "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snapshots.csvio.dialect import CsvOptions
-from snapshots.csvio.encoding import check_byte_order_mark, decoded_lines
+from snapshots.csvio.encoding import check_byte_order_mark, check_start, decoded_lines
 from snapshots.csvio.streams import CHUNK_SIZE, open_content
 from snapshots.errors import InputError
 
@@ -104,6 +104,27 @@ def read_header(path: Path, options: CsvOptions) -> Header:
         except StopIteration:
             raise InputError("empty file: no header line", file=file, line=1) from None
     return check_names(record, file=file)
+
+
+def header_from_head(head: bytes, path: Path, options: CsvOptions) -> Header | None:
+    """The header from the file's first bytes (dialect.read_head) when it is one plain line:
+    no quote, no lone carriage return, valid in its encoding, not blank. None otherwise:
+    read_header reads it from the file then, and says what is wrong. One read fewer per
+    file for a directory of small files; the same header and checks as read_header."""
+    if not options.header or not options.quotes_bytewise:
+        return None
+    check_start(head[:4], path)
+    end = head.find(b"\n")
+    line = head[:end + 1] if end >= 0 else b""
+    if not line.strip() or options.quote.encode() in line or b"\r" in line[:-2]:
+        return None
+    encoding = options.python_encoding
+    try:
+        text = line.decode("utf-8-sig" if encoding == "utf-8" else encoding)
+    except UnicodeDecodeError:
+        return None
+    record = next(options.reader([text]), None)
+    return check_names(record, file=str(path)) if record is not None else None
 
 
 def _chain_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

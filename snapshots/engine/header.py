@@ -6,14 +6,16 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from snapshots.csvio.dialect import detect_dialect
-from snapshots.csvio.header import Header, read_header
+from snapshots.csvio.dialect import detect_dialect, read_head
+from snapshots.csvio.header import Header, header_from_head, read_header
 from snapshots.engine.context import LoadContext
 
 
 def file_header(ctx: LoadContext, path: Path) -> tuple[LoadContext, Header, str]:
     """The context with the file's dialect, its header, and what to say about a detected
     delimiter ("" when there is nothing to say). Raises InputError for a bad header."""
-    dialect, detected = detect_dialect(path, ctx.options.csv)
+    head = read_head(path)  # one read for both, most of the time
+    dialect, detected = detect_dialect(path, ctx.options.csv, head)
     ctx = replace(ctx, options=replace(ctx.options, csv=dialect))
-    return ctx, read_header(path, ctx.options.csv), detected
+    header = header_from_head(head, path, dialect) if head is not None else None
+    return ctx, header or read_header(path, dialect), detected

@@ -2,6 +2,19 @@
 
     python benchmarks/import_throughput.py                 # 5M rows, 5 rounds
     python benchmarks/import_throughput.py --rows 200000 --rounds 3   # a quick look
+    python benchmarks/import_throughput.py --only upsert-sql --only sync-first-pass
+
+Against Debian's PostgreSQL 15 over TCP instead of the embedded server (as root; trust auth
+on a scratch cluster that nothing else uses, removed afterwards):
+
+    pg_createcluster 15 bench -p 5499 -- --auth=trust && pg_ctlcluster 15 bench start
+    python benchmarks/import_throughput.py --database postgresql://postgres@127.0.0.1:5499/postgres
+    pg_dropcluster 15 bench --stop
+
+(as a non-root user: /usr/lib/postgresql/15/bin/initdb -D DIR --auth=trust, then
+`pg_ctl -D DIR -o "-p 5499 -k /tmp" start`, the same --database, `pg_ctl -D DIR stop`.) The
+cluster keeps Debian's postgresql.conf (default settings but for max_wal_size 1GB,
+shared_buffers 128MB); both sides connect the same way, so a TLS or TCP cost is paid alike.
 
 Starts its own embedded PostgreSQL (default settings, logged tables) in a temporary
 directory, generates a deterministic file in the seed's columns, and alternates the two sides
@@ -9,25 +22,54 @@ round by round so a noisy machine hurts both alike, with a CHECKPOINT before eve
 run. Prints medians with min-max spread, rows/s,
 MB/s, the ratio to psql and the importer's peak RSS.
 
-Scenarios (each side loads the same bytes into a table of the same column types):
+Scenarios (each side loads the same bytes into a table of the same column types). Two
+baselines for the plain loads, side by side in the columns "ratio" and "ratio to plain": the
+"equal table" (the same columns, the same snapshot_id DEFAULT and BRIN index snapshots adds)
+and the "plain table" (the CSV's own four columns, no DEFAULT, no index: what a user runs):
   existing   a second snapshot into an existing append-mode table, vs \\copy into an equal
-             table (same columns, the same snapshot_id DEFAULT, BRIN index); \\copy into a
-             plain table of the four CSV columns is shown for reference
+             table and into a plain table
   first      a first import that creates the table with type inference, vs \\copy into an
-             equal table created beforehand with the same types
+             equal table and into a plain table, each created beforehand with the same types
   reimport   importing an already-imported file again (compared with `existing`)
   upsert     merging a second snapshot (~10% changed rows) into a keyed table holding the
              first, vs \\copy of the first into an equal keyed table
+  upsert-sql the same merge as `upsert` (the keyed table holding the first snapshot, the
+             second merged: ~10% changed rows, the same keys) by snapshots --jobs 1 and
+             --jobs 2 and by the hand-written SQL an expert would run: psql -1 (one session,
+             one transaction, logged table, default settings) of a script that \\copies into a
+             temporary table, then (a) INSERT ... ON CONFLICT DO UPDATE ... WHERE (row) IS
+             DISTINCT FROM (EXCLUDED row), (b) the diff-join (UPDATE ... FROM ... WHERE IS
+             DISTINCT FROM, INSERT ... WHERE NOT EXISTS), with and without ANALYZE and a 1GB
+             temp_buffers, (c) snapshots' own plan by hand (a diff table from one LEFT JOIN,
+             then UPDATE and INSERT of just those), (d) MERGE ... WHEN MATCHED AND ... IS
+             DISTINCT FROM (PostgreSQL 15+); and \\copy of the first into an empty keyed table.
+             Ratios to the fastest form and to that \\copy. After the first round every side's
+             table must hold exactly the second snapshot's rows (count and md5 in key order),
+             or the run stops. Work snapshots does that the SQL does not: hashing the file
+             (sha256) and its ledger record (claim, lookups, the record flipped with the
+             COMMIT), the header check against the table's columns, quoting and row-count
+             checks, an empty-key check and a unique index on the staged keys (a duplicate key
+             is an error naming both lines; form (b) would silently pick one), ANALYZE of the
+             stage, a diff table, and the start-up of a Python process
   parallel   one file into an existing table with --jobs 1 and --jobs 2, vs \\copy into an
-             equal table, and vs a raw two-stream COPY: two psql \\copy processes at once,
-             each loading one half of the file (cut at a record boundary) into the equal table,
-             and the same halves from a bare psycopg script (benchmarks/psycopg_two_streams.py:
-             two threads, plain COPY, no checks): how close a Python client can get at all
+             equal table and into a plain table, and vs a raw two-stream COPY: two psql
+             \\copy processes at once, each loading one half of the file (cut at a record
+             boundary) into the equal table, and the same halves from a bare psycopg script
+             (benchmarks/psycopg_two_streams.py: two threads, plain COPY, no checks): how
+             close a Python client can get at all
   many       10 files of --rows/10 rows each into an existing table with --jobs 1 and
              --jobs 2, vs one psql running \\copy of the 10 files one after another
   small-files  1,000 files of 200 rows (`import DIR`, --jobs 1 and the default) into an
              existing table, vs the psql loop: one psql session running one \\copy per file,
              each in its own transaction (autocommit)
+  sync-first-pass  (only with --only) `snapshots sync --once --data-dir DIR` over
+             --sync-files files (default 10,000) of 200 rows in one directory, into an existing
+             table with an empty ledger, timed end to end (start-up, listing, hashing, loading,
+             exit; the files' mtimes are an hour old, so no --settle wait), default --jobs and
+             --jobs 1, vs the psql loop over the same files (one session, a \\copy per file,
+             autocommit). Here rather than in sync_latency.py: it is a throughput comparison
+             with the psql loop, alternating and with medians like small-files, and shares
+             this script's sides, tables and report
 """
 
 from __future__ import annotations
@@ -244,7 +286,7 @@ def scenario_existing(uri: str, data: Path, rounds: int
                       ) -> tuple[Series, Series, Series, Series]:
     ours, theirs, again = (Series("snapshots import"), Series("psql \\copy (equal table)"),
                            Series("re-import"))
-    plain = Series("psql \\copy (plain 4 columns, reference)")
+    plain = Series("psql \\copy (plain table: 4 columns, no DEFAULT, no index)")
     sql(uri, "DROP TABLE IF EXISTS bench_append CASCADE", "DROP TABLE IF EXISTS bench_psql",
         "DROP TABLE IF EXISTS bench_plain")
     first = fresh_copy(data, "snapshot_20240101.csv")
@@ -256,14 +298,14 @@ def scenario_existing(uri: str, data: Path, rounds: int
     for n in range(rounds):
         day = f"snapshot_2024020{n + 1}.csv" if n < 9 else f"snapshot_202403{n:02d}.csv"
         path = fresh_copy(data, day)
-        if n % 2 == 0:
-            ours.samples.append(snapshots_import(uri, "bench_append", path))
-            theirs.samples.append(psql_copy(uri, "bench_psql", data))
-        else:
-            theirs.samples.append(psql_copy(uri, "bench_psql", data))
-            ours.samples.append(snapshots_import(uri, "bench_append", path))
+        steps: list[Callable[[], None]] = [
+            lambda p=path: ours.samples.append(snapshots_import(uri, "bench_append", p)),
+            lambda: theirs.samples.append(psql_copy(uri, "bench_psql", data)),
+            lambda: plain.samples.append(psql_copy(uri, "bench_plain", data)),
+        ]
+        for step in steps if n % 2 == 0 else reversed(steps):
+            step()
         again.samples.append(snapshots_import(uri, "bench_append", path))
-        plain.samples.append(psql_copy(uri, "bench_plain", data))
         # Both sides start every round from an empty table of the same shape.
         sql(uri, "TRUNCATE bench_psql", "TRUNCATE bench_append", "TRUNCATE bench_plain")
     return ours, theirs, again, plain
@@ -284,7 +326,11 @@ def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
                            Series("snapshots --jobs 2"),
                            Series("raw two-stream COPY (2 x psql, halves)"))
     floor = Series("bare psycopg two-stream (halves, nothing else)")
+    plain = Series("psql \\copy (plain table: 4 columns, no DEFAULT, no index)")
     equal_tables(uri, data, "bench_par")
+    sql(uri, "DROP TABLE IF EXISTS bench_par_plain",
+        "CREATE TABLE bench_par_plain (user_id bigint, name text, store_name text, "
+        "credit_limit numeric)")
     halves = (WORK / "half_1.csv", WORK / "half_2.csv")
     # Streamed, not read whole: a child's peak RSS starts from this process's at fork time.
     with data.open("rb") as src:
@@ -301,6 +347,7 @@ def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
         p2 = fresh_copy(data, f"snapshot_2024{n + 2:02d}02.csv")
         steps: list[Callable[[], None]] = [
             lambda: psql.samples.append(psql_copy(uri, "bench_par_psql", data)),
+            lambda: plain.samples.append(psql_copy(uri, "bench_par_plain", data)),
             lambda p=p1: one.samples.append(snapshots_import(uri, "bench_par", p)),
             lambda p=p2: two.samples.append(snapshots_import(uri, "bench_par", p, jobs=2)),
             lambda: raw.samples.append(psql_two_streams(uri, "bench_par_psql", halves)),
@@ -308,9 +355,9 @@ def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
         ]
         for step in steps if n % 2 == 0 else reversed(steps):
             step()
-            sql(uri, "TRUNCATE bench_par_psql", "TRUNCATE bench_par")
+            sql(uri, "TRUNCATE bench_par_psql", "TRUNCATE bench_par", "TRUNCATE bench_par_plain")
             drop_parts(uri)
-    return [psql, one, two, raw, floor]
+    return [psql, plain, one, two, raw, floor]
 
 
 def scenario_many(uri: str, data: Path, rows: int, rounds: int) -> list[Series]:
@@ -390,24 +437,98 @@ def scenario_small(uri: str, rounds: int) -> tuple[list[Series], int, float]:
     return [psql, one, default], SMALL_FILES * SMALL_ROWS, size_mb
 
 
-def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series]:
-    ours, theirs = Series("snapshots import (creates table)"), Series("psql \\copy")
+def psql_copy_script(uri: str, table: str, paths: list[Path], script: Path) -> Sample:
+    """The psql loop from a script file (10,000 `-c` arguments would crowd the command line):
+    one session, one \\copy per file, autocommit, so each file is its own transaction."""
+    script.write_text("".join(f"\\copy {table}({COLUMNS}) from '{path}' csv header\n"
+                              for path in paths))
+    settle(uri)
+    return timed(["psql", uri, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)],
+                 env=psql_env())
+
+
+def scenario_sync_first(uri: str, rounds: int, files: int) -> tuple[list[Series], int, float]:
+    """sync's first pass: `snapshots sync --once` over a directory of `files` small files
+    into an existing table, end to end (start-up, listing, hashing, loading, exit), vs the
+    psql loop over the same files. Every round starts from an empty table and an empty
+    ledger for it; the files are old (mtime an hour ago), so sync waits for no --settle."""
+    directory = WORK / f"sync_{files}"
+    directory.mkdir(parents=True, exist_ok=True)
+    day = dt.date(2001, 1, 1)
+    paths = []
+    for k in range(files):
+        path = directory / f"snapshot_{day + dt.timedelta(days=k):%Y%m%d}.csv"
+        if not path.exists():
+            generate(path, SMALL_ROWS, seed=1000 + k)
+        paths.append(path)
+    for stray in set(directory.iterdir()) - set(paths):
+        stray.unlink()
+    old = time.time() - 3600
+    for path in paths:
+        os.utime(path, (old, old))
+    equal_tables(uri, paths[0], "bench_sync")
+    psql = Series(f"psql loop: \\copy of {files:,} files, one session")
+    ours = Series(f"snapshots sync --once, {files:,} files, default --jobs")
+    one = Series(f"snapshots sync --once, {files:,} files, --jobs 1")
+
+    def clean() -> None:
+        sql(uri, "TRUNCATE bench_sync_psql", "TRUNCATE bench_sync",
+            "DELETE FROM snapshot_files WHERE table_name = 'bench_sync'",
+            "DELETE FROM snapshot_imports WHERE table_name = 'bench_sync'",
+            "VACUUM ANALYZE snapshot_imports", "VACUUM ANALYZE snapshot_files")
+
+    def sync(series: Series, jobs: int | None) -> None:
+        settle(uri)
+        series.samples.append(timed(
+            [*SNAPSHOTS, "-q", "--database", uri, "--table", "bench_sync", "sync", "--once",
+             "--data-dir", str(directory), *(["--jobs", str(jobs)] if jobs else [])],
+            env=snapshots_env()))
+        with psycopg.connect(uri) as conn:
+            got = conn.execute("SELECT count(*) FROM snapshot_imports WHERE table_name = "
+                               "'bench_sync' AND status = 'imported'").fetchone()
+        if got is None or got[0] != files:
+            raise SystemExit(f"sync --once imported {got and got[0]} of {files} files")
+
+    clean()
+    script = WORK / f"sync_{files}.psql"
+    for n in range(rounds):
+        steps: list[Callable[[], None]] = [
+            lambda: psql.samples.append(psql_copy_script(uri, "bench_sync_psql", paths,
+                                                         script)),
+            lambda: sync(ours, None),
+            lambda: sync(one, 1),
+        ]
+        for step in steps if n % 2 == 0 else reversed(steps):
+            step()
+            clean()
+    size_mb = sum(path.stat().st_size for path in paths) / 1e6
+    return [psql, ours, one], files * SMALL_ROWS, size_mb
+
+
+def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series, Series]:
+    ours, theirs = (Series("snapshots import (creates table)"),
+                    Series("psql \\copy (equal table created beforehand)"))
+    plain = Series("psql \\copy (plain table created beforehand: 4 columns)")
     for n in range(rounds):
         table = f"bench_first_{n}"
         sql(uri, f"DROP TABLE IF EXISTS {table} CASCADE", "DROP TABLE IF EXISTS bench_first_psql",
+            "DROP TABLE IF EXISTS bench_first_plain",
             "CREATE TABLE bench_first_psql (user_id bigint, name text, store_name text, "
             "credit_limit numeric, snapshot_id bigint NOT NULL "
             "DEFAULT current_setting('snapshots.import_id')::bigint)",
-            "CREATE INDEX ON bench_first_psql USING brin (snapshot_id)")
+            "CREATE INDEX ON bench_first_psql USING brin (snapshot_id)",
+            "CREATE TABLE bench_first_plain (user_id bigint, name text, store_name text, "
+            "credit_limit numeric)")
         path = fresh_copy(data, "snapshot_20240101.csv")
-        if n % 2 == 0:
-            ours.samples.append(snapshots_import(uri, table, path))
-            theirs.samples.append(psql_copy(uri, "bench_first_psql", data))
-        else:
-            theirs.samples.append(psql_copy(uri, "bench_first_psql", data))
-            ours.samples.append(snapshots_import(uri, table, path))
+        steps: list[Callable[[], None]] = [
+            lambda t=table, p=path: ours.samples.append(snapshots_import(uri, t, p)),
+            lambda: theirs.samples.append(psql_copy(uri, "bench_first_psql", data)),
+            lambda: plain.samples.append(psql_copy(uri, "bench_first_plain", data)),
+        ]
+        for step in steps if n % 2 == 0 else reversed(steps):
+            step()
         sql(uri, f"DROP TABLE {table} CASCADE")
-    return ours, theirs
+    return ours, theirs, plain
 
 
 def scenario_upsert(uri: str, first: Path, second: Path, rounds: int) -> list[Series]:
@@ -440,17 +561,172 @@ def scenario_upsert(uri: str, first: Path, second: Path, rounds: int) -> list[Se
     return [theirs, one, two]
 
 
+KEYED = "(user_id bigint PRIMARY KEY, name text, store_name text, credit_limit numeric)"
+OTHERS = ("name", "store_name", "credit_limit")
+
+
+def _sets(source: str) -> str:
+    return ", ".join(f"{c} = {source}.{c}" for c in OTHERS)
+
+
+def _differs(left: str, right: str) -> str:
+    return (f"({', '.join(f'{left}.{c}' for c in OTHERS)}) IS DISTINCT FROM "
+            f"({', '.join(f'{right}.{c}' for c in OTHERS)})")
+
+
+def _stage(path: Path, *, analyze: bool = False, unique: bool = False) -> str:
+    lines = ["CREATE TEMP TABLE s (LIKE {t}) ON COMMIT DROP;",
+             f"\\copy s({COLUMNS}) from '{path}' csv header"]
+    if unique:
+        lines.append("CREATE UNIQUE INDEX ON s (user_id);")
+    if analyze:
+        lines.append("ANALYZE s;")
+    return "\n".join(lines) + "\n"
+
+
+def upsert_forms(second: Path, server_major: int) -> dict[str, str]:
+    """The hand-written SQL for the same merge, each a psql script run with -1 (one session,
+    one transaction) against a keyed table `{t}` holding the first snapshot."""
+    on_conflict = (f"INSERT INTO {{t}} AS t SELECT * FROM s ON CONFLICT (user_id) DO UPDATE "
+                   f"SET {_sets('EXCLUDED')} WHERE {_differs('t', 'EXCLUDED')};\n")
+    diff_join = (f"UPDATE {{t}} AS t SET {_sets('s')} FROM s "
+                 f"WHERE t.user_id = s.user_id AND {_differs('t', 's')};\n"
+                 f"INSERT INTO {{t}} SELECT * FROM s "
+                 f"WHERE NOT EXISTS (SELECT 1 FROM {{t}} t WHERE t.user_id = s.user_id);\n")
+    forms = {
+        "temp + INSERT ON CONFLICT DO UPDATE WHERE DISTINCT": _stage(second) + on_conflict,
+        "temp + UPDATE FROM / INSERT NOT EXISTS (diff-join)": _stage(second) + diff_join,
+        "temp, ANALYZE + diff-join": _stage(second, analyze=True) + diff_join,
+        # The temporary table in session memory instead of spilling through 8 MB of local
+        # buffers (temp tables are never WAL-logged, on either side, so durability is the
+        # same); it must be set before the session's first temporary table.
+        "temp_buffers 1GB, temp, ANALYZE + diff-join":
+            "SET temp_buffers = '1GB';\n" + _stage(second, analyze=True) + diff_join,
+        # snapshots' own plan (merge.py) written by hand: one LEFT JOIN finds the new and the
+        # changed rows, then one UPDATE and one INSERT write just those.
+        "temp, ANALYZE, diff table, UPDATE + INSERT (snapshots' plan)":
+            _stage(second, analyze=True)
+            + "SET LOCAL work_mem = '64MB';\n"
+            + f"CREATE TEMP TABLE d ON COMMIT DROP AS SELECT s.*, t.user_id IS NOT NULL AS "
+              f"present FROM s LEFT JOIN {{t}} t ON t.user_id = s.user_id "
+              f"WHERE t.user_id IS NULL OR {_differs('t', 's')};\n"
+              "ANALYZE d;\n"
+              f"UPDATE {{t}} AS t SET {_sets('d')} FROM d "
+              f"WHERE d.present AND t.user_id = d.user_id;\n"
+              f"INSERT INTO {{t}} SELECT {COLUMNS} FROM d WHERE NOT d.present;\n",
+    }
+    if server_major >= 15:
+        forms["temp, ANALYZE + MERGE (PostgreSQL 15+)"] = (
+            _stage(second, analyze=True)
+            + f"MERGE INTO {{t}} AS t USING s ON t.user_id = s.user_id "
+              f"WHEN MATCHED AND {_differs('t', 's')} THEN UPDATE SET {_sets('s')} "
+              f"WHEN NOT MATCHED THEN INSERT VALUES (s.user_id, s.name, s.store_name, "
+              f"s.credit_limit);\n")
+    return forms
+
+
+def table_digest(uri: str, table: str) -> tuple[int, str]:
+    """Row count and an md5 over every row in key order (in chunks of 100,000 keys, so no
+    single string grows past a few MB)."""
+    with psycopg.connect(uri) as conn:
+        got = conn.execute(
+            f"SELECT sum(n)::bigint, md5(string_agg(h, '' ORDER BY k)) FROM ("  # type: ignore[arg-type]
+            f"SELECT user_id / 100000 AS k, count(*) AS n, "
+            f"md5(string_agg(t::text, E'\\n' ORDER BY user_id)) AS h "
+            f"FROM {table} t GROUP BY 1) chunks").fetchone()
+    assert got is not None
+    return int(got[0] or 0), str(got[1])
+
+
+def first_digest(uri: str, first: Path) -> tuple[int, str]:
+    sql(uri, "DROP TABLE IF EXISTS bench_us_first", f"CREATE TABLE bench_us_first {KEYED}")
+    psql_copy(uri, "bench_us_first", first)
+    digest = table_digest(uri, "bench_us_first")
+    sql(uri, "DROP TABLE bench_us_first")
+    return digest
+
+
+def scenario_upsert_sql(uri: str, first: Path, second: Path, rounds: int, *,
+                        forms: dict[str, str]) -> tuple[Series, Series, Series, list[Series]]:
+    """snapshots' upsert against the hand-written SQL for the same merge, same run."""
+    copy = Series("psql \\copy of the first into the keyed table")
+    one = Series("snapshots upsert --jobs 1")
+    two = Series("snapshots upsert --jobs 2")
+    hand = [Series(f"psql: {label}") for label in forms]
+    subprocess.run([*SNAPSHOTS, "-q", "--database", uri, "migrate"], check=True,
+                   env=snapshots_env(), stdout=subprocess.DEVNULL)
+    scripts = []
+    for k, body in enumerate(forms.values()):
+        script = WORK / f"upsert_form_{k}.sql"
+        script.write_text(body.replace("{t}", f"bench_us_sql{k}"))
+        scripts.append(script)
+
+    def keyed(table: str) -> None:
+        """A keyed table holding the first snapshot, vacuumed and analyzed (untimed)."""
+        sql(uri, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} {KEYED}",
+            f"DELETE FROM snapshot_imports WHERE table_name = '{table}'")
+        psql_copy(uri, table, first)
+        sql(uri, f"VACUUM ANALYZE {table}")
+
+    def ours(series: Series, jobs: int) -> None:
+        table = f"bench_us_snap{jobs}"
+        keyed(table)
+        path = fresh_copy(second, "snapshot_20240201.csv")
+        series.samples.append(snapshots_import(uri, table, path, jobs=jobs))
+
+    def theirs(series: Series, k: int) -> None:
+        keyed(f"bench_us_sql{k}")
+        settle(uri)
+        series.samples.append(timed(["psql", uri, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1",
+                                     "-f", str(scripts[k])]))
+
+    def baseline() -> None:
+        sql(uri, "DROP TABLE IF EXISTS bench_us_copy", f"CREATE TABLE bench_us_copy {KEYED}")
+        copy.samples.append(psql_copy(uri, "bench_us_copy", first))
+
+    # What every side must end with: the second snapshot's rows (it has the first's keys).
+    sql(uri, "DROP TABLE IF EXISTS bench_us_expected", f"CREATE TABLE bench_us_expected {KEYED}")
+    psql_copy(uri, "bench_us_expected", second)
+    expected = table_digest(uri, "bench_us_expected")
+    if expected[0] == 0 or expected == first_digest(uri, first):
+        raise SystemExit("upsert-sql: the second snapshot changes nothing: no merge to time")
+    for n in range(rounds):
+        steps: list[Callable[[], None]] = [lambda: ours(one, 1), baseline,
+                                           *(lambda k=k: theirs(hand[k], k)
+                                             for k in range(len(scripts))),
+                                           lambda: ours(two, 2)]
+        for step in steps if n % 2 == 0 else reversed(steps):
+            step()
+        if n == 0:  # every side did the same job: the same rows, byte for byte
+            results = {"snapshots --jobs 1": "bench_us_snap1",
+                       "snapshots --jobs 2": "bench_us_snap2",
+                       **{label: f"bench_us_sql{k}" for k, label in enumerate(forms)}}
+            wrong = {label: got for label, table in results.items()
+                     if (got := table_digest(uri, table)) != expected}
+            if wrong:
+                raise SystemExit(f"upsert-sql: results differ from the merged rows "
+                                 f"{expected}: {wrong}")
+    return copy, one, two, hand
+
+
 # --------------------------------------------------------------------------- report
 
 
 def row(series: Series, rows: int, size_mb: float, baseline: Series | None,
-        target: str = "") -> str:
+        target: str = "", plain: Series | None = None) -> str:
+    """One line of the table: `baseline` gives the ratio column (the equal table, or the
+    scenario's own baseline), `plain` the ratio to \\copy into a plain table of the CSV's
+    four columns (what a user would run), side by side."""
     low, high = series.spread
     ratio = f"{series.median / baseline.median:.2f}x" if baseline else ""
+    to_plain = f"{series.median / plain.median:.2f}x" if plain else ""
     rss = f"{series.peak_rss:.0f}" if series.peak_rss is not None else ""
     return (f"| {series.label} | {series.median:.2f} | {low:.2f}–{high:.2f} | "
-            f"{rows / series.median:,.0f} | {size_mb / series.median:.1f} | {ratio} | {target} "
-            f"| {rss} |")
+            f"{rows / series.median:,.0f} | {size_mb / series.median:.1f} | {ratio} | "
+            f"{to_plain} | {target} | {rss} |")
+
+
+SCENARIOS = ["existing", "first", "upsert", "upsert-sql", "parallel", "many", "small-files"]
 
 
 def main() -> None:
@@ -458,8 +734,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", choices=["existing", "first", "upsert", "parallel", "many",
-                                           "small-files"], action="append")
+    parser.add_argument("--only", choices=[*SCENARIOS, "sync-first-pass"],
+                        action="append", help="run only these (repeatable); the default runs "
+                        f"{', '.join(SCENARIOS)}")
+    parser.add_argument("--sync-files", type=int, default=10_000,
+                        help="files for sync-first-pass (default 10,000)")
     parser.add_argument("--database", help="use this server instead of an embedded one "
                         "(it must have default settings for a fair comparison)")
     args = parser.parse_args()
@@ -471,8 +750,7 @@ def main() -> None:
     print(f"generating {args.rows:,} rows ...", file=sys.stderr)
     generate(data, args.rows, seed=42)
     size_mb = data.stat().st_size / 1e6
-    only = set(args.only or ["existing", "first", "upsert", "parallel", "many",
-                             "small-files"])
+    only = set(args.only or SCENARIOS)
     base = Path(tempfile.mkdtemp(prefix="snapshots-bench-", dir="/tmp"))
     stop: Callable[[], None] = lambda: None  # noqa: E731
     try:
@@ -482,25 +760,30 @@ def main() -> None:
             uri, stop = start_server(base)
         with psycopg.connect(uri) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
         lines = [
             f"{args.rows:,} rows, {size_mb:.0f} MB, PostgreSQL {version}, {args.rounds} rounds "
             f"alternating sides, {os.cpu_count()} CPUs",
             "",
-            "| run | median s | spread s | rows/s | MB/s | ratio | target | peak RSS MB |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| run | median s | spread s | rows/s | MB/s | ratio | ratio to plain | target "
+            "| peak RSS MB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         if "existing" in only:
             print("existing table ...", file=sys.stderr)
             ours, theirs, again, plain = scenario_existing(uri, data, args.rounds)
-            lines += [row(theirs, args.rows, size_mb, None),
-                      row(ours, args.rows, size_mb, theirs, "<= 1.10x"),
-                      row(again, args.rows, size_mb, ours, "<= 0.10x of import"),
-                      row(plain, args.rows, size_mb, theirs)]
+            lines += [row(theirs, args.rows, size_mb, None, plain=plain),
+                      row(plain, args.rows, size_mb, theirs),
+                      row(ours, args.rows, size_mb, theirs, "<= 1.10x, plain <= 1.10x",
+                          plain=plain),
+                      row(again, args.rows, size_mb, ours, "<= 0.10x of import")]
         if "first" in only:
             print("first import ...", file=sys.stderr)
-            ours, theirs = scenario_first(uri, data, args.rounds)
-            lines += [row(theirs, args.rows, size_mb, None),
-                      row(ours, args.rows, size_mb, theirs, "<= 1.5x")]
+            ours, theirs, plain = scenario_first(uri, data, args.rounds)
+            lines += [row(theirs, args.rows, size_mb, None, plain=plain),
+                      row(plain, args.rows, size_mb, theirs),
+                      row(ours, args.rows, size_mb, theirs, "<= 1.15x, plain <= 1.20x",
+                          plain=plain)]
         if "upsert" in only:
             print("upsert ...", file=sys.stderr)
             generate(changed, args.rows, seed=42, changed=0.10)
@@ -508,12 +791,30 @@ def main() -> None:
             lines += [row(theirs, args.rows, size_mb, None),
                       row(one, args.rows, size_mb, theirs, "<= 2x"),
                       row(two, args.rows, size_mb, theirs, "<= 2x")]
+        if "upsert-sql" in only:
+            print("upsert against hand-written SQL ...", file=sys.stderr)
+            generate(changed, args.rows, seed=42, changed=0.10)
+            copy, one, two, hand = scenario_upsert_sql(
+                uri, data, changed, args.rounds, forms=upsert_forms(changed, major))
+            fastest = min(hand, key=lambda series: series.median)
+            lines += [row(copy, args.rows, size_mb, None)]
+            lines += [row(form, args.rows, size_mb, copy) for form in hand]
+            for ours in (one, two):
+                lines += [row(ours, args.rows, size_mb, copy, "<= 1.6x of \\copy"
+                              if ours is one else ""),
+                          row(Series(f"{ours.label} vs the fastest SQL "
+                                     f"({fastest.label.removeprefix('psql: ')})",
+                                     ours.samples), args.rows, size_mb, fastest,
+                              "<= 1.0x of the fastest SQL" if ours is one else "")]
         if "parallel" in only:
             print("parallel parts of one file ...", file=sys.stderr)
-            psql, one, two, raw, floor = scenario_parallel(uri, data, args.rounds)
-            lines += [row(psql, args.rows, size_mb, None),
-                      row(one, args.rows, size_mb, psql, "<= 1.10x"),
-                      row(two, args.rows, size_mb, psql, "<= 0.85x"),
+            psql, plain, one, two, raw, floor = scenario_parallel(uri, data, args.rounds)
+            lines += [row(psql, args.rows, size_mb, None, plain=plain),
+                      row(plain, args.rows, size_mb, psql),
+                      row(one, args.rows, size_mb, psql, "<= 1.10x, plain <= 1.10x",
+                          plain=plain),
+                      row(two, args.rows, size_mb, psql, "<= 0.85x, plain <= 0.90x",
+                          plain=plain),
                       row(raw, args.rows, size_mb, psql),
                       row(two, args.rows, size_mb, raw, "<= 1.10x of raw two-stream"),
                       row(floor, args.rows, size_mb, raw, "(reference: Python's floor)")]
@@ -529,6 +830,14 @@ def main() -> None:
             lines += [row(psql, rows, small_mb, None),
                       row(one, rows, small_mb, psql, "<= 1.5x"),
                       row(default, rows, small_mb, psql, "<= 1.5x")]
+        if "sync-first-pass" in only:
+            print(f"sync's first pass over {args.sync_files:,} small files ...",
+                  file=sys.stderr)
+            (psql, ours, one), rows, small_mb = scenario_sync_first(uri, args.rounds,
+                                                                    args.sync_files)
+            lines += [row(psql, rows, small_mb, None),
+                      row(ours, rows, small_mb, psql, "<= 1.5x"),
+                      row(one, rows, small_mb, psql)]
         print("\n".join(lines))
     finally:
         stop()

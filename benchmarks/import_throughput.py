@@ -648,15 +648,79 @@ def first_digest(uri: str, first: Path) -> tuple[int, str]:
     return digest
 
 
+def check_upsert_forms(uri: str, server_major: int) -> None:
+    """Untimed, on 1,000 rows: every side handles what the timed files lack (new keys, keys
+    missing from the second snapshot, which stay, and NULLs coming and going), or the run
+    stops before timing anything."""
+    rng = random.Random(7)
+    first = {k: (NAMES[k % 10] if k % 17 else None, STORES[k % 7], f"{k}.50") for k in
+             range(1, 1001)}
+    second = {}
+    for k in range(1, 1101):
+        if 981 <= k <= 1000:
+            continue  # missing from the second snapshot: stays as it was
+        name, store, limit = first.get(k, ("New", "New Store", "1.00"))
+        if rng.random() < 0.1:
+            name = None if name else "Was NULL"
+        if rng.random() < 0.1:
+            limit = f"{k}.75"
+        second[k] = (name, store, limit)
+    expected = {**first, **second}
+    check = WORK / "upsert_check"
+    check.mkdir(parents=True, exist_ok=True)
+
+    def write(path: Path, rows: dict[int, tuple[str | None, str, str]]) -> None:
+        with path.open("w", encoding="utf-8", newline="") as out:
+            out.write(COLUMNS + "\n")
+            for k, (name, store, limit) in rows.items():
+                quoted = '"' + store.replace('"', '""') + '"'
+                out.write(f"{k},{name if name is not None else ''},{quoted},{limit}\n")
+
+    paths = {}
+    for label, rows in (("first", first), ("second", second), ("expected", expected)):
+        paths[label] = check / f"{label}.csv"
+        write(paths[label], rows)
+    sql(uri, "DROP TABLE IF EXISTS bench_us_check", f"CREATE TABLE bench_us_check {KEYED}")
+    psql_copy(uri, "bench_us_check", paths["expected"])
+    want = table_digest(uri, "bench_us_check")
+    wrong = {}
+    for k, (label, body) in enumerate(upsert_forms(paths["second"], server_major).items()):
+        table = f"bench_us_check{k}"
+        sql(uri, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} {KEYED}")
+        psql_copy(uri, table, paths["first"])
+        script = check / f"form_{k}.sql"
+        script.write_text(body.replace("{t}", table))
+        timed(["psql", uri, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(script)])
+        if (got := table_digest(uri, table)) != want:
+            wrong[label] = got
+        sql(uri, f"DROP TABLE {table}")
+    for jobs in (1, 2):
+        table = f"bench_us_check_snap{jobs}"
+        sql(uri, f"DROP TABLE IF EXISTS {table}", f"CREATE TABLE {table} {KEYED}",
+            f"DELETE FROM snapshot_imports WHERE table_name = '{table}'")
+        psql_copy(uri, table, paths["first"])
+        snapshots_import(uri, table, fresh_copy(paths["second"], "snapshot_20240201.csv"),
+                         jobs=jobs)
+        if (got := table_digest(uri, table)) != want:
+            wrong[f"snapshots --jobs {jobs}"] = got
+        sql(uri, f"DROP TABLE {table}", f"DELETE FROM snapshot_imports WHERE table_name = "
+            f"'{table}'")
+    sql(uri, "DROP TABLE bench_us_check")
+    if wrong:
+        raise SystemExit(f"upsert-sql: wrong merge on the check files {want}: {wrong}")
+
+
 def scenario_upsert_sql(uri: str, first: Path, second: Path, rounds: int, *,
-                        forms: dict[str, str]) -> tuple[Series, Series, Series, list[Series]]:
+                        server_major: int) -> tuple[Series, Series, Series, list[Series]]:
     """snapshots' upsert against the hand-written SQL for the same merge, same run."""
     copy = Series("psql \\copy of the first into the keyed table")
     one = Series("snapshots upsert --jobs 1")
     two = Series("snapshots upsert --jobs 2")
+    forms = upsert_forms(second, server_major)
     hand = [Series(f"psql: {label}") for label in forms]
     subprocess.run([*SNAPSHOTS, "-q", "--database", uri, "migrate"], check=True,
                    env=snapshots_env(), stdout=subprocess.DEVNULL)
+    check_upsert_forms(uri, server_major)
     scripts = []
     for k, body in enumerate(forms.values()):
         script = WORK / f"upsert_form_{k}.sql"
@@ -797,7 +861,7 @@ def main() -> None:
             print("upsert against hand-written SQL ...", file=sys.stderr)
             generate(changed, args.rows, seed=42, changed=0.10)
             copy, one, two, hand = scenario_upsert_sql(
-                uri, data, changed, args.rounds, forms=upsert_forms(changed, major))
+                uri, data, changed, args.rounds, server_major=major)
             fastest = min(hand, key=lambda series: series.median)
             lines += [row(copy, args.rows, size_mb, None)]
             lines += [row(form, args.rows, size_mb, copy) for form in hand]

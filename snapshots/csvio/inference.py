@@ -217,13 +217,7 @@ class StreamInference:
     def _feed(self, chunk: bytes) -> None:
         if self._given_up:
             return
-        text = self._carry + self._decoder.decode(chunk)
-        cut = self._boundary(text)
-        if cut == 0 and len(text) > MAX_RECORD_CARRY:
-            self._give_up()
-            return
-        self._carry = text[cut:]
-        self._block(text[:cut])
+        self._records(self._carry + self._decoder.decode(chunk))
 
     def finish(self) -> None:
         if self._given_up:
@@ -231,7 +225,8 @@ class StreamInference:
         tail = self._carry + self._decoder.decode(b"", final=True)
         self._carry = ""
         if tail:
-            self._block(tail if tail.endswith(("\n", "\r")) else tail + "\n")
+            self._records(tail if tail.endswith(("\n", "\r")) else tail + "\n")
+        self._carry = ""  # an unterminated quote at the end: COPY reports it
 
     def widen(self, index: int, to: str = TEXT) -> None:
         self.exact.widen(index, to)
@@ -253,16 +248,44 @@ class StreamInference:
                 return i + 1
             end = i
 
-    def _block(self, text: str) -> None:
+    def _records(self, text: str) -> None:
+        """Check the complete records at the start of `text` (which starts at a record);
+        keep the incomplete one at its end for the next piece."""
         if not self._started:
-            self._started = True
             text = text.removeprefix("\ufeff")
+            if not text:
+                return  # the decoder holds a partial first character (or the BOM)
             if self._skip_header:
-                text = text[self._first_record_end(text):]
-        if not text:
+                end = self._first_record_end(text)
+                if end == 0:
+                    self._keep(text)  # the header is not complete yet
+                    return
+                text = text[end:]
+            self._started = True
+        # The one regex walks the records in C as far as they fit the current types; where
+        # it stops is either the incomplete last record (the common case, so no separate
+        # scan for the record boundary) or a record that needs a closer look.
+        end = self._line_pattern().match(text).end()  # type: ignore[union-attr]
+        if end == len(text):
+            self._carry = ""
             return
-        if self._line_pattern().fullmatch(text):
+        rest = text[end:]
+        cut = self._boundary(rest)
+        if cut == 0:
+            self._keep(rest)
             return
+        self._carry = rest[cut:]
+        self._narrow(rest[:cut])
+
+    def _keep(self, text: str) -> None:
+        if len(text) > MAX_RECORD_CARRY:
+            self._give_up()
+        else:
+            self._carry = text
+
+    def _narrow(self, text: str) -> None:
+        """Complete records, the first of which does not fit the current types: parse them
+        with the csv module and narrow the candidates from their values."""
         rows = []
         try:
             for row in self.options.reader(split_lines(text)):
@@ -273,12 +296,13 @@ class StreamInference:
         self.exact.feed(rows)
 
     def _first_record_end(self, text: str) -> int:
+        """Index just after the newline that ends the first record (0 if none yet)."""
         quote = self.options.quote
         start = 0
         while True:
             i = text.find("\n", start)
             if i < 0:
-                return len(text)
+                return 0
             if text.count(quote, 0, i) % 2 == 0:
                 return i + 1
             start = i + 1
@@ -292,7 +316,9 @@ class StreamInference:
         q = re.escape(self.options.quote)
         d = re.escape(self.options.delimiter)
         null = re.escape(self.options.null)
-        text_field = rf"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{d}{q}\r\n]*)"
+        # Possessive runs, not one alternation per character: a text field costs a scan in
+        # C, and a failed line fails at once instead of backtracking through its fields.
+        text_field = rf"(?:{q}[^{q}]*+(?:{q}{q}[^{q}]*+)*+{q}|[^{d}{q}\r\n]*+)"
         fields = []
         for index, (candidates, seen) in enumerate(
                 zip(exact._candidates, exact._seen_value, strict=True)):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from helpers import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snapshots.csvio.dialect import CsvOptions, read_head
+from snapshots.csvio.dialect import CsvOptions, read_head, sniff_delimiter
 from snapshots.csvio.header import header_from_head, read_header
 from snapshots.errors import InputError
 
@@ -55,3 +56,23 @@ def test_quoted_headers_are_left_to_read_header(tmp_path: Path) -> None:
     path.write_bytes(b'"a\nb",c\n1,2\n')
     assert header_from_head(path.read_bytes(), path, CsvOptions()) is None
     assert read_header(path, CsvOptions()).raw == ("a\nb", "c")
+
+
+COMMA_ONLY = st.text(st.sampled_from(list('ab1 ,"\'\n\r.-x')), max_size=200)
+
+
+@settings(max_examples=500, deadline=None)
+@given(sample=COMMA_ONLY, header=st.booleans())
+def test_a_sample_without_other_delimiters_is_comma_delimited(sample: str, header: bool) -> None:
+    """detect_dialect answers `,` without sniffing when the sample holds none of `;`, tab
+    and `|`: the sniffer and the header judge would say the same (or nothing else)."""
+    options = CsvOptions(header=header, columns=None if header else ("a",),
+                         detect_delimiter=True)
+    assert outcome(lambda: sniff_delimiter(sample, options, Path("s.csv"))) == ","
+
+
+def test_a_one_column_file_without_a_header_loads(cli: Cli) -> None:
+    """The sniffer finds no delimiter in one column: that is `,`, not a TypeError (it was)."""
+    path = cli.write("snapshot_20240101.csv", "x;1\ny|2\n")
+    cli.run("import", "--no-header", "--columns", "v", path)
+    assert cli.rows("SELECT v FROM snapshots ORDER BY v") == [("x;1",), ("y|2",)]

@@ -118,6 +118,20 @@ def detect_dialect(path: Path, options: CsvOptions,
             "delimiter tab (a .tsv file)"
     head = head if head is not None else read_head(path)
     sample = _sample(head, options) if head is not None else ""
+    if not any(d in sample for d in DELIMITERS if d != ","):
+        # The sniffer only ever picks a delimiter the sample holds, and the header can only
+        # split at one it holds: without the other three, sniff_delimiter's answer is the
+        # comma, and sniffing costs more than the rest of a small file's checks together.
+        chosen = ","
+    else:
+        chosen = sniff_delimiter(sample, options, path)
+    # A comma is what a CSV file is expected to hold: only another delimiter is news.
+    return replace(options, delimiter=chosen, detect_delimiter=False), \
+        "" if chosen == "," else f"delimiter {_shown(chosen)} (detected)"
+
+
+def sniff_delimiter(sample: str, options: CsvOptions, path: Path) -> str:
+    """csv.Sniffer's delimiter for the sample, judged by its header line."""
     header = next(iter(sample.splitlines()), "")
     splits = [d for d in DELIMITERS if d != options.quote
               and _fields(header, d, options.quote) > 1]
@@ -126,21 +140,17 @@ def detect_dialect(path: Path, options: CsvOptions,
     except csv.Error:  # no delimiter is the same on every line (or there is only one column)
         sniffed = None
     if not options.header:  # no header to judge by: the records say it, or it is `,`
-        chosen = sniffed if sniffed in DELIMITERS and sniffed != options.quote else ","
-    elif sniffed in splits or (sniffed is None and len(splits) == 1):
-        chosen = sniffed or splits[0]
-    elif splits:
+        return sniffed if sniffed and sniffed in DELIMITERS and sniffed != options.quote else ","
+    if sniffed in splits or (sniffed is None and len(splits) == 1):
+        return sniffed or splits[0]
+    if splits:
         shown = " or ".join(_shown(d) for d in splits)
         raise InputError(
             f"cannot tell the delimiter: the header reads as one column with "
             f"{_shown(sniffed or ',')}, but splits with {shown}; nothing written",
             file=path, line=1, hint=f"say which with --delimiter, e.g. --delimiter "
                                     f"'{_option(splits[0])}'")
-    else:
-        chosen = ","  # one column: no delimiter in the header
-    # A comma is what a CSV file is expected to hold: only another delimiter is news.
-    return replace(options, delimiter=chosen, detect_delimiter=False), \
-        "" if chosen == "," else f"delimiter {_shown(chosen)} (detected)"
+    return ","  # one column: no delimiter in the header
 
 
 def _shown(delimiter: str) -> str:

@@ -185,10 +185,10 @@ class Backlog:
         self.settling.forget(keep)
         self.memory.forget(keep)
 
-    def promote(self, stat: Callable[[str], FileSignature | None]) -> None:
+    def promote(self, stat: Callable[[str], FileSignature | None] | None) -> None:
         """Move the waiting files that have settled to the ready queue. `stat` gives a file's
-        signature now: one listed a while ago is looked at once more before it is taken,
-        since events can be missed or late."""
+        signature now, to look once more at a file before it is taken from an earlier pass's
+        listing (events can be missed or late); None when the listing is this pass's own."""
         now, wall = self.clock.monotonic(), self.clock.time()
         self.deadline = None
         settled = []
@@ -196,7 +196,7 @@ class Backlog:
             again = self.settling.due(rel, seen, now, wall)
             if again is not None:
                 self._wait_until(again)
-            elif self.listed_at < now and stat(rel) != seen:
+            elif stat is not None and stat(rel) != seen:
                 self.stale = True
                 self._wait_until(now)
             else:

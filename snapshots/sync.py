@@ -89,6 +89,18 @@ class StopRequest:
     in_flight: int
     cancelled: int = 0
 
+    def announce(self, grace: float) -> None:
+        n = self.in_flight
+        log.info("received %s: %s (grace %gs)", self.signal,
+                 f"finishing {n} file{'s' if n != 1 else ''} in flight" if n
+                 else "no file in flight", grace)
+
+    def report(self, finished: float) -> None:
+        n = self.in_flight
+        log.info("stopped %.1fs after %s; %d file%s in flight then: %d finished, %d cancelled",
+                 finished - self.at, self.signal, n, "s" if n != 1 else "",
+                 max(0, n - self.cancelled), self.cancelled)
+
 
 class SyncService:
     """One directory, one table. `run()` blocks until stopped (or, with --once, done)."""
@@ -116,11 +128,9 @@ class SyncService:
             self.wake.set()
             return
         if signum is not None:
-            name, in_flight = signal.Signals(signum).name, len(self.pool)
-            self._stop = StopRequest(name, time.monotonic(), in_flight)
-            log.info("received %s: %s (grace %gs)", name,
-                     f"finishing {in_flight} file{'s' if in_flight != 1 else ''} in flight"
-                     if in_flight else "no file in flight", self.options.grace)
+            self._stop = StopRequest(signal.Signals(signum).name, time.monotonic(),
+                                     len(self.pool))
+            self._stop.announce(self.options.grace)
         self.summary.interrupted = self.options.once
         self.stop_event.set()
         self.wake.set()
@@ -163,11 +173,7 @@ class SyncService:
             self._shutdown()
             self.summary.finished = time.monotonic()
             if self._stop is not None:
-                stop = self._stop
-                log.info("stopped %.1fs after %s; %d file%s in flight then: %d finished, "
-                         "%d cancelled", self.summary.finished - stop.at, stop.signal,
-                         stop.in_flight, "s" if stop.in_flight != 1 else "",
-                         max(0, stop.in_flight - stop.cancelled), stop.cancelled)
+                self._stop.report(self.summary.finished)
             if watcher is not None:
                 self.stop_event.set()  # a --once run ends without a signal: stop watching too
                 watcher.join(timeout=2)
@@ -212,10 +218,11 @@ class SyncService:
         """List, settle, decide, dispatch. True when nothing is pending or in flight."""
         backlog, options = self.backlog, self.options
         self.chores.reopen(backlog)
-        if backlog.due_for_listing(min(options.rescan, 1.0) if options.poll
-                                   else options.rescan):
+        relist = backlog.due_for_listing(min(options.rescan, 1.0) if options.poll
+                                         else options.rescan)
+        if relist:
             self._relist()
-        backlog.promote(self._stat)
+        backlog.promote(None if relist else self._stat)
         if backlog.ready:
             exists, merges = ledger.shape(options.import_options.mode)
             # Upsert merges in snapshot order (time never runs backwards): one file at a time,
@@ -258,8 +265,7 @@ class SyncService:
         except OSError as exc:
             # Unreadable (permissions, say): a failure of this signature, looked at again
             # with the other failures, so a --once run ends and says so.
-            self._settle(rel, seen, FileResult(path=path, result="failed", file_name=path.name,
-                                               detail=f"cannot read: {exc}"))
+            self._settle(rel, seen, outcome(path, "failed", f"cannot read: {exc}"))
             return
         if sha is None:
             self.backlog.invalidate()  # still changing; the next listing sees how
@@ -274,13 +280,11 @@ class SyncService:
             self.pool.submit(rel, path, (sha, seen.size), parts)
         elif verdict is Verdict.SKIP or verdict is Verdict.FORGOTTEN:
             detail = "already imported" if verdict is Verdict.SKIP else "forgotten"
-            self._settle(rel, seen, FileResult(path=path, result="skipped", file_name=path.name,
-                                               sha256=sha, detail=detail), quiet=True)
+            self._settle(rel, seen, outcome(path, "skipped", detail, sha), quiet=True)
         elif verdict is Verdict.CONFLICT:
-            self._settle(rel, seen, FileResult(
-                path=path, result="conflict", file_name=path.name, sha256=sha,
-                detail=f"{path.name} was imported with different content; nothing "
-                       "written (snapshots import --replace supersedes it)"), report="conflict")
+            self._settle(rel, seen, outcome(
+                path, "conflict", f"{path.name} was imported with different content; nothing "
+                "written (snapshots import --replace supersedes it)", sha), report="conflict")
         else:  # QUIET, STILL_FAILED: said already, or said here once for the summary
             self.backlog.settle(rel, seen, failed=True)
             if verdict is Verdict.STILL_FAILED and state is not None:
@@ -299,10 +303,8 @@ class SyncService:
                 self._lost(exc)
                 continue
             except Exception as exc:  # a bug, not the file: say so, and look again later
-                path = self.options.data_dir / rel
-                self._settle(rel, seen, FileResult(path=path, result="failed",
-                                                   file_name=path.name,
-                                                   detail=first_line(str(exc))))
+                self._settle(rel, seen, outcome(self.options.data_dir / rel, "failed",
+                                                first_line(str(exc))))
                 continue
             if isinstance(result.error, DatabaseUnavailable):
                 self._lost(result.error)
@@ -354,6 +356,12 @@ class SyncService:
             self._collect()
         self.pool.close()
         self.link.close()
+
+
+def outcome(path: Path, result: str, detail: str, sha256: str | None = None) -> FileResult:
+    """An outcome sync reaches itself, without an importer."""
+    return FileResult(path=path, result=result, file_name=path.name, sha256=sha256,
+                      detail=detail)
 
 
 def write_summary(summary: Summary, table: str, target: Path | None) -> Path | None:

@@ -82,7 +82,7 @@ def look(backlog: Backlog, disk: Directory, *, relist: bool = True) -> list[str]
     """One pass: list (when asked), promote, and take every ready file in load order."""
     if relist:
         backlog.relist(disk.listing())
-    backlog.promote(disk.stat)
+    backlog.promote(None if relist else disk.stat)  # as the loop: a fresh listing is fresh
     ready = []
     while (item := backlog.next_ready()) is not None:
         ready.append(item[0])
@@ -159,9 +159,10 @@ def test_a_file_listed_a_while_ago_is_looked_at_again_before_it_is_taken(
     assert look(backlog, disk) == ["snapshot_20230101.csv"]
 
 
-def test_no_recheck_when_listed_just_now(clock: FakeClock, disk: Directory,
-                                         backlog: Backlog) -> None:
+def test_a_file_is_looked_at_again_only_from_an_earlier_listing(
+        clock: FakeClock, disk: Directory, backlog: Backlog) -> None:
     disk.write("snapshot_20230101.csv", age=SETTLE)
+    disk.write("snapshot_20230102.csv")
     calls: list[str] = []
 
     def stat(rel: str) -> FileSignature | None:
@@ -169,13 +170,12 @@ def test_no_recheck_when_listed_just_now(clock: FakeClock, disk: Directory,
         return disk.stat(rel)
 
     backlog.relist(disk.listing())
+    backlog.promote(None)  # this pass's own listing: as fresh as a stat
+    assert backlog.next_ready() == ("snapshot_20230101.csv", disk.files["snapshot_20230101.csv"])
+    clock.advance(SETTLE)
     backlog.promote(stat)
-    assert calls == []  # the listing is as fresh as a stat
-    clock.advance(0.1)
-    backlog.relist(disk.listing())
-    clock.advance(0.1)
-    backlog.promote(stat)
-    assert calls == ["snapshot_20230101.csv"]
+    assert calls == ["snapshot_20230102.csv"]  # only the file taken from the old listing
+    assert backlog.next_ready() == ("snapshot_20230102.csv", disk.files["snapshot_20230102.csv"])
 
 
 # --------------------------------------------------------------------------- order

@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import gzip
 import logging
+import os
 import threading
 import time
 import zlib
@@ -200,11 +201,22 @@ def _claim(env: BatchEnv, files: list[_File]) -> None:
     loading = [f for f in files if f.route == "batch"]
     if not loading:
         return
+    directories: dict[Path, str] = {}
     ids = ledger_many.claims(env.conn, env.schema, env.table, [
-        (f.path.name, str(f.path.resolve()), f.result.snapshot_date,  # type: ignore[misc]
+        (f.path.name, _resolved(f.path, directories), f.result.snapshot_date,  # type: ignore[misc]
          f.result.sha256 or "", f.result.bytes) for f in loading], env.imported_by)
     for f, import_id in zip(loading, ids, strict=True):
         f.result.import_id = import_id
+
+
+def _resolved(path: Path, directories: dict[Path, str]) -> str:
+    """str(path.resolve()), as the one-file path records it, resolving a batch's directory
+    once rather than every file's (the file itself only when it is a link)."""
+    if path.is_symlink():
+        return str(path.resolve())
+    if path.parent not in directories:
+        directories[path.parent] = str(path.parent.resolve())
+    return os.path.join(directories[path.parent], path.name)
 
 
 def _load(env: BatchEnv, files: list[_File],
@@ -299,9 +311,9 @@ class _Transaction:
             self.since = time.monotonic()
         elif self.in_file:
             statements.append(sql.SQL("RELEASE SAVEPOINT snapshots_file"))
-        statements += [sql.SQL("SAVEPOINT snapshots_file"), sql.SQL(
-            "SELECT set_config({}, {}, true), clock_timestamp()").format(  # whose rows these are
-            sql.Literal(ddl.IMPORT_ID_SETTING), sql.Literal(str(import_id)))]
+        statements += [sql.SQL("SAVEPOINT snapshots_file"), sql.SQL(  # whose rows these are
+            f"SELECT set_config('{ddl.IMPORT_ID_SETTING}', '{int(import_id)}', true), "
+            "clock_timestamp()")]
         cur = self.env.conn.execute(sql.SQL("; ").join(statements))
         while cur.nextset():
             pass  # the last result is the SELECT's

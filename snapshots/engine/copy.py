@@ -33,15 +33,28 @@ DIRECT_WRITE_BYTES = 1 << 20  # files up to this size are sent from the loading 
 
 
 def copy_statement(ctx: LoadContext, relation: sql.Composable, columns: Sequence[str], *,
-                   header: bool | None = None) -> sql.Composed:
+                   header: bool | None = None) -> sql.Composable:
     opts = ctx.options.csv
     header = opts.header if header is None else header
-    return sql.SQL(
-        "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER {}, DELIMITER {}, QUOTE {}, "
-        "NULL {}, ENCODING {})").format(
-        relation, sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        sql.SQL("true" if header else "false"), sql.Literal(opts.delimiter),
-        sql.Literal(opts.quote), sql.Literal(opts.null), sql.Literal(opts.encoding))
+    key = (relation.as_bytes(ctx.conn), tuple(columns), opts, header, ctx.conn.info.encoding)
+    cached = _STATEMENTS.get(key)
+    if cached is None:
+        # Composed once per table, columns and dialect: a batch of small files would
+        # otherwise spend more on building the same statement than on sending it.
+        cached = sql.SQL(sql.SQL(
+            "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER {}, DELIMITER {}, QUOTE {}, "
+            "NULL {}, ENCODING {})").format(
+            relation, sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+            sql.SQL("true" if header else "false"), sql.Literal(opts.delimiter),
+            sql.Literal(opts.quote), sql.Literal(opts.null), sql.Literal(opts.encoding)
+        ).as_string(ctx.conn))
+        if len(_STATEMENTS) > 256:
+            _STATEMENTS.clear()
+        _STATEMENTS[key] = cached
+    return cached
+
+
+_STATEMENTS: dict[tuple[object, ...], sql.SQL] = {}
 
 
 def copy_file(ctx: LoadContext, path: Path, relation: sql.Composable, columns: Sequence[str],

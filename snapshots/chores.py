@@ -11,7 +11,8 @@ from snapshots.backlog import Backlog, Clock
 from snapshots.dblink import PING_SECONDS, LedgerView
 from snapshots.metrics import Metrics
 
-log = logging.getLogger("snapshots.sync")  # one logger for what the service says
+# The JSON log names the logger: the service's lines keep the one they always had.
+log = logging.getLogger("snapshots.sync")
 
 
 class Chores:

@@ -21,7 +21,8 @@ from snapshots.errors import DatabaseUnavailable, SnapshotsError
 from snapshots.filesig import FileSignature
 from snapshots.metrics import Metrics
 
-log = logging.getLogger("snapshots.sync")  # one logger for what the service says
+# The JSON log names the logger: the service's lines keep the one they always had.
+log = logging.getLogger("snapshots.sync")
 
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0

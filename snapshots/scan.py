@@ -12,7 +12,8 @@ from pathlib import Path
 
 from snapshots.filesig import FileSignature
 
-log = logging.getLogger("snapshots.sync")  # one logger for what the service says
+# The JSON log names the logger: the service's lines keep the one they always had.
+log = logging.getLogger("snapshots.sync")
 
 DEFAULT_PATTERNS = ("*.csv", "*.csv.gz")
 IGNORED = ("*.tmp", "*.part", "*~")

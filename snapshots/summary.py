@@ -14,7 +14,8 @@ from snapshots.engine.result import FileResult
 from snapshots.metrics import Metrics
 from snapshots.output import plural
 
-log = logging.getLogger("snapshots.sync")  # one logger for what the service says
+# The JSON log names the logger: the service's lines keep the one they always had.
+log = logging.getLogger("snapshots.sync")
 
 SUMMARY_LIMIT = 4096  # bytes: Kubernetes keeps at most 4 KB of a termination message
 

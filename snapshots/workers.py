@@ -43,9 +43,6 @@ class ImporterPool:
     def __len__(self) -> int:
         return len(self._in_flight)
 
-    def __contains__(self, rel: object) -> bool:
-        return rel in self._in_flight
-
     def free(self) -> int:
         return self.jobs - sum(connections for _f, connections in self._in_flight.values())
 

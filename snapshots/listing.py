@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
+from snapshots import history, store
 from snapshots import schema as ddl
-from snapshots import store
 from snapshots.config import connect
 from snapshots.csvio.hashing import sha256_file
 from snapshots.csvio.names import expand_inputs
@@ -26,7 +26,7 @@ def list_snapshots(conninfo: str, *, table: str, schema: str | None,
         schema = _schema(conn, schema)
         if not ddl.require_current(conn, schema):
             return []
-        return store.list_records(conn, schema, table, statuses=statuses,
+        return history.list_records(conn, schema, table, statuses=statuses,
                                   every_attempt=every_attempt)
 
 
@@ -39,7 +39,7 @@ def _schema(conn: psycopg.Connection, schema: str | None) -> str:
     return schema
 
 
-# SPEC section 10's keys (store.record_json builds them from a record).
+# SPEC section 10's keys (history.record_json builds them from a record).
 RECORD_KEYS = ("id", "table", "file", "path", "snapshot_date", "sha256", "size_bytes", "rows",
                "rejected_rows", "status", "error", "started_at", "finished_at",
                "duration_seconds", "same_content_as", "imported_by")
@@ -68,14 +68,14 @@ def file_states(conninfo: str, files: Sequence[Path], *, table: str,
     with connect(conninfo) as conn:
         schema = _schema(conn, schema)
         has_ledger = ddl.require_current(conn, schema)
-        records = store.records_for_names(conn, schema, table, [p.name for p, _ in hashes]) \
+        records = history.records_for_names(conn, schema, table, [p.name for p, _ in hashes]) \
             if has_ledger else {}
     states = []
     for path, sha in hashes:
         record = records.get(path.name)
         entry: dict[str, Any] = {"argument": str(path), "state": state_of(record, sha)}
         if record is not None:
-            entry.update(store.record_json(record, table))
+            entry.update(history.record_json(record, table))
         else:  # the same keys, always: null when unknown
             entry.update(dict.fromkeys(RECORD_KEYS), table=table, file=path.name)
         states.append(entry)
@@ -84,16 +84,16 @@ def file_states(conninfo: str, files: Sequence[Path], *, table: str,
 
 def forget_snapshots(conninfo: str, *, table: str, schema: str | None, ids: Sequence[int] = (),
                      names: Sequence[str] = (), older_than_days: int | None = None,
-                     keep: int | None = None) -> tuple[store.ForgetResult, list[str]]:
+                     keep: int | None = None) -> tuple[history.ForgetResult, list[str]]:
     """Forget what was asked; returns the result and the names/ids that matched nothing."""
     with connect(conninfo) as conn:
         schema = _schema(conn, schema)
         if not ddl.require_current(conn, schema):
             missing = [*map(str, ids), *names]
-            return store.ForgetResult([], 0), missing
+            return history.ForgetResult([], 0), missing
         info = ddl.describe_table(conn, schema, table)
         delete_rows = info is not None and info.has_snapshot_id
-        result = store.forget(conn, schema, table, ids=ids, names=names,
+        result = history.forget(conn, schema, table, ids=ids, names=names,
                               older_than_days=older_than_days, keep=keep,
                               delete_rows=delete_rows)
     return result, result.missing

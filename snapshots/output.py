@@ -100,7 +100,7 @@ def progress_bar(enabled: bool) -> Iterator[Any]:
 
 def render_records(records: Sequence[Record], fmt: str, out: TextIO, *, table: str,
                    statuses: Sequence[str] = ()) -> None:
-    from snapshots.store import record_json
+    from snapshots.history import record_json
 
     if fmt == "json":
         out.write(json.dumps([record_json(r, table) for r in records], indent=2,

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import json
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -90,7 +89,7 @@ def ledger(schema: str) -> sql.Composed:
     return sql.Identifier(schema, LEDGER)  # type: ignore[return-value]
 
 
-def _records(conn: psycopg.Connection, query: sql.Composable,
+def fetch_records(conn: psycopg.Connection, query: sql.Composable,
              params: Sequence[Any] | dict[str, Any] = ()) -> list[Record]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
@@ -100,10 +99,10 @@ def _records(conn: psycopg.Connection, query: sql.Composable,
 def records(conn: psycopg.Connection, schema: str, where: sql.Composable,
             params: Sequence[Any] | dict[str, Any] = ()) -> list[Record]:
     """The ledger's records `where` says (a clause starting with a space)."""
-    return _records(conn, _select(schema) + where, params)
+    return fetch_records(conn, select_sql(schema) + where, params)
 
 
-def _select(schema: str) -> sql.Composed:
+def select_sql(schema: str) -> sql.Composed:
     return sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in RECORD_COLUMNS), ledger(schema))
 
@@ -283,17 +282,22 @@ _INTERRUPTED = sql.SQL(
 
 def imported_record(conn: psycopg.Connection, schema: str, table: str,
                     file_name: str) -> Record | None:
-    found = _records(conn, _select(schema) + sql.SQL(
+    found = fetch_records(conn, select_sql(schema) + sql.SQL(
         " WHERE table_name = %s AND file_name = %s AND status = 'imported'"), (table, file_name))
     return found[0] if found else None
 
 
 def latest_record(conn: psycopg.Connection, schema: str, table: str,
                   file_name: str) -> Record | None:
-    found = _records(conn, _select(schema) + sql.SQL(
+    found = fetch_records(conn, select_sql(schema) + sql.SQL(
         " WHERE table_name = %s AND file_name = %s ORDER BY id DESC LIMIT 1"),
         (table, file_name))
     return found[0] if found else None
+
+
+def records_by_ids(conn: psycopg.Connection, schema: str, ids: Sequence[int]) -> list[Record]:
+    return fetch_records(conn, select_sql(schema) + sql.SQL(" WHERE id = ANY(%s) ORDER BY id"),
+                    (list(ids),))
 
 
 def same_content(conn: psycopg.Connection, schema: str, table: str, sha256: str,
@@ -322,132 +326,6 @@ def last_success(conn: psycopg.Connection, schema: str, table: str) -> dt.dateti
         "SELECT max(finished_at) FROM {} WHERE table_name = %s AND status = 'imported'").format(
         ledger(schema)), (table,)).fetchone()
     return row[0] if row else None
-
-
-def list_records(conn: psycopg.Connection, schema: str, table: str, *,
-                 statuses: Sequence[str] = (), every_attempt: bool = False) -> list[Record]:
-    """One record per snapshot (its latest attempt), or every attempt; oldest first."""
-    where = sql.SQL("WHERE table_name = %s")
-    params: list[Any] = [table]
-    if every_attempt:
-        query = _select(schema) + sql.SQL(" ") + where
-        if statuses:
-            query += sql.SQL(" AND status = ANY(%s)")
-            params.append(list(statuses))
-        query += sql.SQL(" ORDER BY id")
-    else:
-        inner = _select(schema) + sql.SQL(" ") + where + sql.SQL(
-            " ORDER BY file_name, (status = 'imported') DESC, id DESC")
-        query = sql.SQL("SELECT * FROM (SELECT DISTINCT ON (file_name) * FROM ({}) q) latest")
-        query = query.format(inner)
-        if statuses:
-            query += sql.SQL(" WHERE status = ANY(%s)")
-            params.append(list(statuses))
-        query += sql.SQL(" ORDER BY snapshot_date NULLS LAST, file_name, id")
-    return _records(conn, query, params)
-
-
-def records_for_names(conn: psycopg.Connection, schema: str, table: str,
-                      names: Sequence[str]) -> dict[str, Record]:
-    """The record that speaks for each name: its imported one, else its latest attempt."""
-    found = _records(conn, sql.SQL(
-        "SELECT DISTINCT ON (file_name) * FROM ({}) q "
-        "ORDER BY file_name, (status = 'imported') DESC, id DESC").format(
-        _select(schema) + sql.SQL(" WHERE table_name = %s AND file_name = ANY(%s)")),
-        (table, list(names)))
-    return {r.file_name: r for r in found}
-
-
-def records_by_ids(conn: psycopg.Connection, schema: str, ids: Sequence[int]) -> list[Record]:
-    return _records(conn, _select(schema) + sql.SQL(" WHERE id = ANY(%s) ORDER BY id"),
-                    (list(ids),))
-
-
-def record_json(record: Record, table: str | None = None) -> dict[str, Any]:
-    """SPEC section 10's object: keys always present, null when unknown, UTC ISO-8601."""
-    by = dict(record.imported_by or {})
-    provenance_keys = ("host", "user", "role", "pid", "version", "origin",
-                       "namespace", "pod", "source")
-    return {
-        "id": record.id,
-        "table": table or record.table_name,
-        "file": record.file_name,
-        "path": record.path,
-        "snapshot_date": record.snapshot_date.isoformat() if record.snapshot_date else None,
-        "sha256": record.sha256,
-        "size_bytes": record.size_bytes,
-        "rows": record.row_count,
-        # Unknown where the row count is (a failed or unfinished attempt), not 0.
-        "rejected_rows": None if record.row_count is None else record.rejected_rows,
-        "status": record.status,
-        "error": record.error,
-        "started_at": utc_iso(record.started_at),
-        "finished_at": utc_iso(record.finished_at),
-        "duration_seconds": record.duration_seconds,
-        "same_content_as": record.same_content_as,
-        "imported_by": {k: by.get(k) for k in provenance_keys},
-    }
-
-
-def utc_iso(moment: dt.datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
-
-
-# --------------------------------------------------------------------------- forget
-
-
-@dataclass(frozen=True)
-class ForgetResult:
-    records: list[Record]
-    rows_deleted: int
-    missing: list[str] = field(default_factory=list)  # asked for, but not imported
-
-
-def forget(conn: psycopg.Connection, schema: str, table: str, *, ids: Sequence[int] = (),
-           names: Sequence[str] = (), older_than_days: int | None = None,
-           keep: int | None = None, delete_rows: bool) -> ForgetResult:
-    """Mark imported snapshots `forgotten` and (append mode) delete their rows, atomically.
-
-    Choose by ids and/or names, or by age, or keep the newest `keep`.
-    """
-    params: list[Any] = [table]
-    if ids or names:
-        condition = sql.SQL("(id = ANY(%s) OR file_name = ANY(%s))")
-        params += [list(ids), list(names)]
-    elif older_than_days is not None:
-        condition = sql.SQL("coalesce(snapshot_date::timestamptz, finished_at) "
-                            "< now() - make_interval(days => %s)")
-        params.append(older_than_days)
-    elif keep is not None:
-        condition = sql.SQL(
-            "id NOT IN (SELECT id FROM {} WHERE table_name = %s AND status = 'imported' "
-            "ORDER BY snapshot_date DESC NULLS LAST, id DESC LIMIT %s)").format(ledger(schema))
-        params += [table, keep]
-    else:
-        return ForgetResult([], 0)
-    with conn.transaction():
-        chosen = _records(conn, _select(schema) + sql.SQL(
-            " WHERE table_name = %s AND status = 'imported' AND ") + condition +
-            sql.SQL(" ORDER BY id FOR UPDATE"), params)
-        missing = [f"#{i}" for i in ids if i not in {r.id for r in chosen}]
-        missing += [n for n in names if n not in {r.file_name for r in chosen}]
-        if missing:
-            return ForgetResult([], 0, missing)  # all or nothing
-        deleted = 0
-        if chosen and delete_rows:
-            deleted = ddl.delete_snapshot_rows(conn, schema, table, [r.id for r in chosen])
-        if chosen:
-            mark_status(conn, schema, [r.id for r in chosen], "forgotten")
-    return ForgetResult(chosen, deleted)
-
-
-# --------------------------------------------------------------------------- sync's memory
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from snapshots import history
 from snapshots import schema as ddl
-from snapshots import store
 from snapshots.backlog import Backlog, Clock
 from snapshots.dblink import PING_SECONDS, LedgerView
 from snapshots.metrics import Metrics
@@ -57,7 +57,7 @@ class Chores:
         info = ddl.describe_table(ledger.conn, ledger.schema, ledger.table)
         if info is None or not info.has_snapshot_id:
             return  # retention deletes whole snapshots: append mode only
-        result = store.forget(ledger.conn, ledger.schema, ledger.table,
-                              older_than_days=days, delete_rows=True)
+        result = history.forget(ledger.conn, ledger.schema, ledger.table,
+                                older_than_days=days, delete_rows=True)
         for record in result.records:
             log.info("forgot %s (#%d): older than %d days", record.file_name, record.id, days)

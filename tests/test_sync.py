@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -538,46 +537,6 @@ def test_sigterm_beyond_grace_cancels_and_rolls_back(
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["files"]["imported"] == 1
     assert imported(db_conn)[name]["row_count"] == BIG_ROWS
-
-
-def test_oldest_pending_age_counts_from_when_a_growing_file_was_first_seen(
-        data_dir: Path, start_sync: Callable[..., Sync]) -> None:
-    """A writer that never finishes keeps the file's mtime fresh: the backlog gauge must
-    still grow, so the alert on it sees a stuck writer."""
-    sync = start_sync("--settle", "2", "--rescan", str(RESCAN), "--poll")
-    path = put(data_dir, day_name(0), csv_text(1))
-    growing = True
-
-    def write() -> None:  # the stuck writer: a line every 0.1 s, so the file never settles
-        with path.open("a") as out:
-            index = 100
-            while growing:
-                out.write(f"{index},user {index},store,1.5\n")
-                out.flush()
-                index += 1
-                time.sleep(0.1)
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    try:
-        def aged() -> bool:
-            sync.assert_running()
-            values = sync.metrics()
-            return values["snapshots_pending_files"] == 1 and \
-                values["snapshots_oldest_pending_age_seconds"] >= 4
-
-        wait_until(aged, DEADLINE, interval=0.2, message="the backlog age to pass 4 s")
-    finally:
-        growing = False
-        writer.join(10)
-
-    def loaded() -> bool:
-        values = sync.metrics()
-        return values['snapshots_files_total{result="imported"}'] == 1 and \
-            values["snapshots_oldest_pending_age_seconds"] == 0
-
-    wait_until(loaded, DEADLINE, interval=0.2, message="the file to load and the age to drop")
-    assert sync.stop() == 0
 
 
 def test_retention_forgets_for_good(db_url: str, db_conn: psycopg.Connection, data_dir: Path,

@@ -2,14 +2,16 @@
 in the test's hands (SPEC section 5).
 
 What must NOT happen (a failed file retried in a loop, an outcome counted again, a held file
-hammered) is checked over loop turns that are known to have run after the clock moved past
-every rescan and retry interval, not over sleep windows that may pass without a single one.
-Signals, kills, several processes and the real watcher stay in test_sync.py.
+hammered, a growing file taken) is checked over loop turns that are known to have run after
+the clock moved past every rescan and retry interval, not over sleep windows that may pass
+without a single one; the backlog gauge's age is exact, not waited for. Signals, kills,
+several processes and the real watcher stay in test_sync.py.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,8 +62,9 @@ class HandClock:
 class Loop:
     """A SyncService running on a thread of this process."""
 
-    def __init__(self, db_url: str, data_dir: Path, **options: Any) -> None:
-        self.clock = HandClock()
+    def __init__(self, db_url: str, data_dir: Path, clock: HandClock | None = None,
+                 **options: Any) -> None:
+        self.clock = clock or HandClock()
         self.metrics = Metrics()
         # --rescan 30 on a clock that stands still: every rescan is the test's doing.
         options = {"table": "snapshots", "settle": 0.0, "rescan": 30.0, "poll": True} | options
@@ -135,8 +138,8 @@ def data_dir(tmp_path: Path) -> Path:
 def start_loop(db_url: str, data_dir: Path) -> Iterator[Callable[..., Loop]]:
     started: list[Loop] = []
 
-    def start(**options: Any) -> Loop:
-        loop = Loop(db_url, data_dir, **options)
+    def start(clock: HandClock | None = None, **options: Any) -> Loop:
+        loop = Loop(db_url, data_dir, clock, **options)
         started.append(loop)
         return loop
 
@@ -246,4 +249,40 @@ def test_a_file_held_by_another_process_is_not_hammered(
     assert tries == [held, held, held]
     assert_each_loaded_once(db_conn, {held: 4, free: 5})
     assert (loop.count("imported"), loop.count("skipped")) == (1, 1)
+    loop.stop()
+
+
+def test_oldest_pending_age_counts_from_when_a_growing_file_was_first_seen(
+        data_dir: Path, start_loop: Callable[..., Loop]) -> None:
+    """A writer that never finishes keeps the file's mtime fresh: the backlog gauge must
+    still grow, so the alert on it sees a stuck writer."""
+    path = put(data_dir, day_name(0), csv_text(1))
+    clock = HandClock()  # the loop's, handed in so the file is first written on it
+
+    def write(index: int) -> None:  # the stuck writer: a line a second, on the loop's clock
+        with path.open("a") as out:
+            out.write(f"{index},user {index},store,1.5\n")
+        now = int(clock.time() * 1e9)
+        os.utime(path, ns=(now, now))
+
+    write(100)
+    loop = start_loop(settle=2.0, clock=clock)
+
+    def gauge(name: str) -> float | None:
+        return loop.metrics.registry.get_sample_value(name)
+
+    loop.turns()
+    for second in range(1, 6):
+        clock.advance(1.0)
+        write(100 + second)
+        loop.turns()
+        assert gauge("snapshots_pending_files") == 1
+        assert gauge("snapshots_oldest_pending_age_seconds") == pytest.approx(second)
+    assert loop.count("imported") == 0, "a file still being written was taken"
+
+    clock.advance(2.0)  # the writer stopped: settled
+    loop.until(lambda: loop.count("imported") == 1, "the file to load")
+    loop.turns()
+    assert gauge("snapshots_oldest_pending_age_seconds") == 0
+    assert gauge("snapshots_pending_files") == 0
     loop.stop()

@@ -109,3 +109,31 @@ def test_random_files_random_cuts_match_checking_every_value() -> None:
             data += b"\n"
         cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 30))))
         assert stream_types(data, cuts, width) == exact_types(data, width), (data, cuts)
+
+
+def test_resume_checks_every_value_again_from_the_sampled_types() -> None:
+    data = numbers_file(30_000, {29_000: "1,5"})  # past the sample: one more field, ignored
+    data = data.replace(b"\n29500,", b"\n0029500,")  # a leading zero far past the sample
+    sample = StreamInference(4, OPTIONS)
+    sample.feed(data[:64 << 10])
+    assert sample.types() == ["bigint", "text", "numeric", "date"]
+    again = sample.resume()
+    again.feed(data)
+    again.finish()
+    assert again.types() == ["text", "text", "numeric", "date"]
+    assert sample.types() == ["bigint", "text", "numeric", "date"]  # its own state untouched
+
+
+def test_resume_from_random_samples_matches_checking_every_value() -> None:
+    rng = random.Random(153)
+    pool = ["1", "-2", "2.5", "007", "true", "2024-01-02", "", "x"]
+    for _ in range(100):
+        kinds = [rng.sample(pool, rng.randint(1, 3)) for _ in range(3)]
+        lines = ["a,b,c", *(",".join(rng.choice(k) for k in kinds) for _ in range(300))]
+        data = ("\n".join(lines) + "\n").encode()
+        sample = StreamInference(3, OPTIONS)
+        sample.feed(data[:rng.randint(0, len(data))])
+        again = sample.resume()
+        again.feed(data)
+        again.finish()
+        assert again.types() == exact_types(data, 3), data

@@ -234,6 +234,19 @@ class StreamInference:
     def types(self) -> list[str]:
         return self.exact.types()
 
+    def resume(self) -> StreamInference:
+        """A check of the whole stream again that starts from the types this one settled.
+
+        Every value is still checked against those types, and candidates are only ever
+        dropped, so the verdict still fits every value; what is saved is narrowing the
+        first records from "any type" again (the csv module's parse of them).
+        """
+        again = StreamInference(self.width, self.options, self.exact.overrides,
+                                skip_header=self._skip_header)
+        again.exact._candidates = [set(c) for c in self.exact._candidates]
+        again.exact._seen_value = list(self.exact._seen_value)
+        return again
+
     # Blocks ---------------------------------------------------------------------
 
     def _boundary(self, text: str) -> int:

@@ -15,7 +15,12 @@ from snapshots import schema as ddl
 from snapshots.copyerrors import copy_location, input_error_from_copy
 from snapshots.csvio.header import Header
 from snapshots.csvio.inference import TEXT, StreamInference, widen_type
-from snapshots.engine.columns import drop_view, infer_types, reconcile_columns, stream_inference
+from snapshots.engine.columns import (
+    drop_view,
+    reconcile_columns,
+    sample_inference,
+    stream_inference,
+)
 from snapshots.engine.context import LoadContext, Loaded, LoadJob
 from snapshots.engine.copy import copy_file, copy_with_errors
 from snapshots.engine.target import Target
@@ -88,7 +93,8 @@ def append_new(ctx: LoadContext, path: Path, header: Header, relation: sql.Compo
         return append_existing(ctx, path, relation, columns, sha), ""
 
     names = header.names
-    created = infer_types(ctx, path, header, limit_bytes=SAMPLE_BYTES)
+    sample = sample_inference(ctx, path, header, limit_bytes=SAMPLE_BYTES)
+    created = sample.types()
     # The BRIN index before the COPY, as every later snapshot meets it: keeping it costs COPY
     # next to nothing (rows only extend unsummarised ranges), while building it afterwards
     # scans the whole new table again inside the load (~0.1 s a million rows). The view
@@ -96,7 +102,7 @@ def append_new(ctx: LoadContext, path: Path, header: Header, relation: sql.Compo
     ddl.create_append_table(ctx.conn, ctx.schema, ctx.table,
                             list(zip(names, created, strict=True)), index=True, view=False)
     rows = copy_settling_types(ctx, path, relation, names, created, sha,
-                                     (ctx.schema, ctx.table))
+                               (ctx.schema, ctx.table), sample=sample)
     ddl.create_latest_view(ctx.conn, ctx.schema, ctx.table)
     typed = ", ".join(f"{n} {t}" for n, t in zip(names, created, strict=True))
     return rows, f"created {ctx.schema}.{ctx.table} ({typed})"
@@ -104,13 +110,16 @@ def append_new(ctx: LoadContext, path: Path, header: Header, relation: sql.Compo
 
 def copy_settling_types(ctx: LoadContext, path: Path, relation: sql.Composable,
                         names: Sequence[str],
-                        created: list[str], sha: str, table: tuple[str, str]) -> int:
+                        created: list[str], sha: str, table: tuple[str, str], *,
+                        sample: StreamInference | None = None) -> int:
     """COPY into a table this import creates (`table`, with the sampled types `created`),
     widening its columns and loading again until every row fits. The import and its dry
     run both load this way, so the dry run's verdict is the import's. `created` ends as
-    the types the table has."""
+    the types the table has. With `sample` (the inference that chose `created`), the check
+    of the stream starts from its types instead of from scratch."""
     forced_text: list[int] = []  # columns COPY showed to need text (e.g. `""`)
-    inference: StreamInference | None = stream_inference(ctx, names)
+    inference: StreamInference | None = sample.resume() if sample is not None \
+        else stream_inference(ctx, names)
     for _ in range(MAX_WIDENINGS):
         try:
             with ctx.conn.transaction():  # savepoint: a retry starts from an empty table

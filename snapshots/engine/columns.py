@@ -42,6 +42,14 @@ def stream_inference(ctx: LoadContext, names: Sequence[str],
 def infer_types(ctx: LoadContext, path: Path, header: Header, *, only: Sequence[str] = (),
                 limit_bytes: int | None = None, forced_text: Sequence[int] = ()) -> list[str]:
     """An inference pass over the file (or its first `limit_bytes`), no COPY."""
+    return sample_inference(ctx, path, header, only=only, limit_bytes=limit_bytes,
+                            forced_text=forced_text).types()
+
+
+def sample_inference(ctx: LoadContext, path: Path, header: Header, *,
+                     only: Sequence[str] = (), limit_bytes: int | None = None,
+                     forced_text: Sequence[int] = ()) -> StreamInference:
+    """infer_types, keeping the inference (its types seed the check of the COPY stream)."""
     inference = stream_inference(ctx, header.names, forced_text)
     if only:
         for index, name in enumerate(header.names):
@@ -57,7 +65,7 @@ def infer_types(ctx: LoadContext, path: Path, header: Header, *, only: Sequence[
                 break
     if limit_bytes is None or read < limit_bytes:
         inference.finish()
-    return inference.types()
+    return inference
 
 
 def drop_view(ctx: LoadContext) -> None:

@@ -16,7 +16,7 @@ from enum import Enum
 from functools import lru_cache
 from typing import Protocol
 
-from snapshots.csvfile import snapshot_date
+from snapshots.csvio.names import snapshot_date
 from snapshots.engine.decide import Decision, decide
 from snapshots.filesig import FileSignature
 from snapshots.store import SnapshotState

@@ -15,7 +15,7 @@ import psycopg
 from snapshots import schema as ddl
 from snapshots import store
 from snapshots.config import connect, first_line
-from snapshots.csvfile import sha256_file
+from snapshots.csvio.hashing import sha256_file
 from snapshots.engine.target import merges
 from snapshots.errors import DatabaseUnavailable, SnapshotsError
 from snapshots.filesig import FileSignature

@@ -343,7 +343,9 @@ class StreamInference:
                 kind = next(t for t in TYPE_PRIORITY if t in candidates)
                 fields.append(f"(?:{_FAST[kind]}|{null})")
         line = d.join(fields) + r"\r?\n"
-        self._pattern = re.compile(f"(?:{line})*")
+        # Possessive: a record's extent is fixed, so giving lines back could never help,
+        # and not keeping backtrack points for them measured ~10% faster.
+        self._pattern = re.compile(f"(?:{line})*+")
         self._pattern_key = key
         return self._pattern
 

@@ -40,8 +40,9 @@ and the "plain table" (the CSV's own four columns, no DEFAULT, no index: what a 
              temporary table, then (a) INSERT ... ON CONFLICT DO UPDATE ... WHERE (row) IS
              DISTINCT FROM (EXCLUDED row), (b) the diff-join (UPDATE ... FROM ... WHERE IS
              DISTINCT FROM, INSERT ... WHERE NOT EXISTS), with and without ANALYZE and a 1GB
-             temp_buffers, (c) snapshots' own plan by hand (a diff table from one LEFT JOIN,
-             then UPDATE and INSERT of just those), (d) MERGE ... WHEN MATCHED AND ... IS
+             temp_buffers, (c) snapshots' own plan by hand (SET LOCAL work_mem = '64MB' as
+             snapshots does, a diff table from one LEFT JOIN, then UPDATE and INSERT of just
+             those), (d) MERGE ... WHEN MATCHED AND ... IS
              DISTINCT FROM (PostgreSQL 15+); and \\copy of the first into an empty keyed table.
              Ratios to the fastest form and to that \\copy. After the first round every side's
              table must hold exactly the second snapshot's rows (count and md5 in key order),
@@ -488,8 +489,10 @@ def scenario_sync_first(uri: str, rounds: int, files: int) -> tuple[list[Series]
         with psycopg.connect(uri) as conn:
             got = conn.execute("SELECT count(*) FROM snapshot_imports WHERE table_name = "
                                "'bench_sync' AND status = 'imported'").fetchone()
-        if got is None or got[0] != files:
-            raise SystemExit(f"sync --once imported {got and got[0]} of {files} files")
+            rows = conn.execute("SELECT count(*) FROM bench_sync").fetchone()
+        if got is None or got[0] != files or rows is None or rows[0] != files * SMALL_ROWS:
+            raise SystemExit(f"sync --once imported {got and got[0]} of {files} files, "
+                             f"{rows and rows[0]} rows")
 
     clean()
     script = WORK / f"sync_{files}.psql"

@@ -91,6 +91,10 @@ def test_header_only_and_no_trailing_newline() -> None:
     assert stream_types(b"a,b", [], 2) == ["text", "text"]
     assert stream_types(b"a,b\n1,true", [], 2) == ["bigint", "boolean"]
     assert stream_types(b"a,b\n1,true\n2,maybe", [2, 9], 2) == ["bigint", "text"]
+    # The last record ends in a bare \r: still looked at.
+    assert stream_types(b"a,b\n1,true\n007,true\r", [], 2) == ["text", "boolean"]
+    # Its quote is never closed: no values to read (COPY refuses the file), no error here.
+    assert stream_types(b"a,b\n1,true\n2,\"maybe", [], 2) == ["bigint", "boolean"]
 
 
 def test_random_files_random_cuts_match_checking_every_value() -> None:

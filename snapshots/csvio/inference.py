@@ -203,6 +203,7 @@ class StreamInference:
         self._skip_header = skip_header and options.header
         self._started = False
         self._given_up = False
+        self._finishing = False
         self._pattern: re.Pattern[str] | None = None
         self._pattern_key: tuple[object, ...] | None = None
 
@@ -224,9 +225,15 @@ class StreamInference:
             return
         tail = self._carry + self._decoder.decode(b"", final=True)
         self._carry = ""
+        self._finishing = True
         if tail:
             self._records(tail if tail.endswith(("\n", "\r")) else tail + "\n")
-        self._carry = ""  # an unterminated quote at the end: COPY reports it
+        if self._carry and self._started:
+            # What the regex could not take as records (a last line ending in a bare \r, an
+            # unterminated quote): its values are still looked at, as the csv module reads
+            # them (COPY reports the malformed ones).
+            self._narrow(self._carry)
+        self._carry = ""
 
     def widen(self, index: int, to: str = TEXT) -> None:
         self.exact.widen(index, to)
@@ -291,7 +298,7 @@ class StreamInference:
         self._narrow(rest[:cut])
 
     def _keep(self, text: str) -> None:
-        if len(text) > MAX_RECORD_CARRY:
+        if len(text) > MAX_RECORD_CARRY and not self._finishing:
             self._give_up()
         else:
             self._carry = text

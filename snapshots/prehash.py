@@ -83,6 +83,8 @@ class Prehasher:
         with self._cond:
             self._closed = True
             self._waiting.clear()
+            self._results.clear()
+            self._held_bytes = 0
             self._cond.notify_all()
         self._thread.join(timeout=5)
 

@@ -116,23 +116,21 @@ def test_small_files_are_read_further_ahead_up_to_ahead_bytes(tmp_path: Path) ->
     files while the results it holds come to less than `ahead_bytes`, and no further."""
     files = [write(tmp_path / f"s_2023010{n}.csv", 10) for n in range(1, 10)]
     size = files[0].stat().st_size
-    holder: list[Prehasher] = []
-    held: list[int] = []  # results waiting to be taken when each hash started
-
-    def parts(_path: Path, _size: int) -> int:
-        held.append(len(holder[0]._results) if holder else 0)
-        return 1
-
-    with Prehasher(files, parts=parts, options=CsvOptions(), ahead=1,
-                   ahead_bytes=4 * size) as pre:
-        holder.append(pre)
+    started: list[Path] = []
+    with Prehasher(files, parts=lambda p, _s: started.append(p) or 1, options=CsvOptions(),
+                   ahead=1, ahead_bytes=4 * size) as pre:
         deadline = time.monotonic() + 10
-        while len(held) < 4 and time.monotonic() < deadline:
+
+        def resting() -> bool:  # four hashed, none in progress: waiting for room
+            with pre._cond:
+                return len(started) >= 4 and pre._current is None
+
+        while not resting() and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert len(held) >= 4  # four hashed before the first was taken (ahead=1 alone: one)
+        # ahead=1 alone would have stopped at one; four files' bytes reach ahead_bytes.
+        assert started == files[:4]
         assert all(pre.take(f) is not None for f in files)
-    assert max(held) == 3  # never a fifth while four files' bytes were held
-    assert len(held) == len(files)
+    assert started == files
 
 
 def test_close_abandons_the_rest(tmp_path: Path) -> None:

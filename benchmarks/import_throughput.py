@@ -579,11 +579,9 @@ def _differs(left: str, right: str) -> str:
             f"({', '.join(f'{right}.{c}' for c in OTHERS)})")
 
 
-def _stage(path: Path, *, analyze: bool = False, unique: bool = False) -> str:
+def _stage(path: Path, *, analyze: bool = False) -> str:
     lines = ["CREATE TEMP TABLE s (LIKE {t}) ON COMMIT DROP;",
              f"\\copy s({COLUMNS}) from '{path}' csv header"]
-    if unique:
-        lines.append("CREATE UNIQUE INDEX ON s (user_id);")
     if analyze:
         lines.append("ANALYZE s;")
     return "\n".join(lines) + "\n"

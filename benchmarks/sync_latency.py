@@ -12,6 +12,9 @@
    <= 10 s and under 1% of the files' bytes.
 
 Starts its own embedded PostgreSQL (default settings) in a temporary directory.
+
+The first pass over a backlog against the psql loop over the same files (medians, spread,
+ratio, alternating sides) is `python benchmarks/import_throughput.py --only sync-first-pass`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@
     python benchmarks/import_throughput.py --rows 200000 --rounds 3   # a quick look
     python benchmarks/import_throughput.py --only upsert-sql --only sync-first-pass
 
+Starts its own embedded PostgreSQL (default settings, logged tables) in a temporary
+directory unless --database names a server, generates a deterministic file in the seed's
+columns, and alternates the sides round by round so a noisy machine hurts all alike, with a
+CHECKPOINT before every timed run. Prints medians with min-max spread, rows/s, MB/s, the
+ratios to the baselines and the importer's peak RSS.
+
 Against Debian's PostgreSQL 15 over TCP instead of the embedded server (as root; trust auth
 on a scratch cluster that nothing else uses, removed afterwards):
 
@@ -12,15 +18,10 @@ on a scratch cluster that nothing else uses, removed afterwards):
     pg_dropcluster 15 bench --stop
 
 (as a non-root user: /usr/lib/postgresql/15/bin/initdb -D DIR --auth=trust, then
-`pg_ctl -D DIR -o "-p 5499 -k /tmp" start`, the same --database, `pg_ctl -D DIR stop`.) The
-cluster keeps Debian's postgresql.conf (default settings but for max_wal_size 1GB,
-shared_buffers 128MB); both sides connect the same way, so a TLS or TCP cost is paid alike.
-
-Starts its own embedded PostgreSQL (default settings, logged tables) in a temporary
-directory, generates a deterministic file in the seed's columns, and alternates the two sides
-round by round so a noisy machine hurts both alike, with a CHECKPOINT before every timed
-run. Prints medians with min-max spread, rows/s,
-MB/s, the ratio to psql and the importer's peak RSS.
+`pg_ctl -D DIR -o "-p 5499 -k /tmp" start`, the same --database, `pg_ctl -D DIR stop`; root
+runs these through `runuser -u postgres --`.) Either way the server has PostgreSQL's default
+settings (shared_buffers 128MB, max_wal_size 1GB, no TLS on a fresh cluster); both sides
+connect the same way, so any TCP or TLS cost is paid alike.
 
 Scenarios (each side loads the same bytes into a table of the same column types). Two
 baselines for the plain loads, side by side in the columns "ratio" and "ratio to plain": the

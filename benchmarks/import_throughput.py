@@ -272,6 +272,18 @@ def sql(uri: str, *statements: str) -> None:
             conn.execute(statement)  # type: ignore[arg-type]
 
 
+def drop_snapshot_table(uri: str, table: str) -> None:
+    """Drop a table snapshots loaded and its ledger records: on a server that outlives the
+    run (--database), a later run's file of the same name but other bytes would otherwise be
+    refused as a conflict, and one of the same bytes skipped as already imported."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")  # type: ignore[arg-type]
+        if conn.execute("SELECT to_regclass('snapshot_imports') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+            conn.execute("DELETE FROM snapshot_imports WHERE table_name = %s", (table,))
+        if conn.execute("SELECT to_regclass('snapshot_files') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+            conn.execute("DELETE FROM snapshot_files WHERE table_name = %s", (table,))
+
+
 def fresh_copy(src: Path, name: str) -> Path:
     """A new name with the same bytes: a new snapshot to snapshots, the same rows to psql."""
     dst = src.parent / name
@@ -289,8 +301,8 @@ def scenario_existing(uri: str, data: Path, rounds: int
     ours, theirs, again = (Series("snapshots import"), Series("psql \\copy (equal table)"),
                            Series("re-import"))
     plain = Series("psql \\copy (plain table: 4 columns, no DEFAULT, no index)")
-    sql(uri, "DROP TABLE IF EXISTS bench_append CASCADE", "DROP TABLE IF EXISTS bench_psql",
-        "DROP TABLE IF EXISTS bench_plain")
+    drop_snapshot_table(uri, "bench_append")
+    sql(uri, "DROP TABLE IF EXISTS bench_psql", "DROP TABLE IF EXISTS bench_plain")
     first = fresh_copy(data, "snapshot_20240101.csv")
     snapshots_import(uri, "bench_append", first)  # creates the table
     sql(uri, "TRUNCATE bench_append")
@@ -315,7 +327,8 @@ def scenario_existing(uri: str, data: Path, rounds: int
 
 def equal_tables(uri: str, data: Path, name: str) -> None:
     """`name` (snapshots' append table) and `name`_psql: the same columns, DEFAULT and index."""
-    sql(uri, f"DROP TABLE IF EXISTS {name} CASCADE", f"DROP TABLE IF EXISTS {name}_psql")
+    drop_snapshot_table(uri, name)
+    sql(uri, f"DROP TABLE IF EXISTS {name}_psql")
     snapshots_import(uri, name, fresh_copy(data, "snapshot_20240101.csv"))  # creates it
     sql(uri, f"TRUNCATE {name}", f"CREATE TABLE {name}_psql (LIKE {name} INCLUDING ALL)")
 
@@ -517,8 +530,8 @@ def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series, S
     plain = Series("psql \\copy (plain table created beforehand: 4 columns)")
     for n in range(rounds):
         table = f"bench_first_{n}"
-        sql(uri, f"DROP TABLE IF EXISTS {table} CASCADE", "DROP TABLE IF EXISTS bench_first_psql",
-            "DROP TABLE IF EXISTS bench_first_plain",
+        drop_snapshot_table(uri, table)
+        sql(uri, "DROP TABLE IF EXISTS bench_first_psql", "DROP TABLE IF EXISTS bench_first_plain",
             "CREATE TABLE bench_first_psql (user_id bigint, name text, store_name text, "
             "credit_limit numeric, snapshot_id bigint NOT NULL "
             "DEFAULT current_setting('snapshots.import_id')::bigint)",
@@ -533,7 +546,7 @@ def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series, S
         ]
         for step in steps if n % 2 == 0 else reversed(steps):
             step()
-        sql(uri, f"DROP TABLE {table} CASCADE")
+        drop_snapshot_table(uri, table)
     return ours, theirs, plain
 
 

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psycopg
@@ -114,35 +114,43 @@ class Importer:
     # ------------------------------------------------------------------ many files
 
     def import_many(self, paths: Sequence[Path], *,
-                    progress: ProgressFor | None = None) -> Iterator[FileResult]:
+                    progress: ProgressFor | None = None,
+                    known: Mapping[Path, tuple[str, int]] | None = None,
+                    stop: threading.Event | None = None) -> Iterator[FileResult]:
         """Import files in the order given, yielding each result; runs of small files
-        share transactions (snapshots.engine.batch), the others go one by one. Stops
-        after the file in flight when cancelled."""
+        share transactions (snapshots.engine.batch), the others go one by one. `known`:
+        the (sha256, size) of files the caller hashed already (sync). Stops after the
+        file in flight when cancelled; `stop` set, it takes no further file (a batch's
+        untaken files come back as cancelled, their claims removed)."""
+        known = known or {}
         pending = list(paths)
-        while pending and not self.cancel.is_set():
+        while pending and not self.cancel.is_set() and not (stop and stop.is_set()):
             count = small_run(pending, self.options, self.parts) \
                 if batchable(self.options) else 0
             # A batch appends to a table that is there: the first file creates it alone.
             if count < 2 or not self._table_exists():
                 path = pending.pop(0)
-                yield self.import_file(path, progress=progress(path) if progress else None)
+                yield self.import_file(path, known=known.get(path),
+                                       progress=progress(path) if progress else None)
                 continue
             self.prepare()
             run, pending = pending[:count], pending[count:]
-            yield from import_batch(self._batch_env(), run, progress)
+            yield from import_batch(self._batch_env(known, stop), run, progress)
 
     def _table_exists(self) -> bool:
         if not self._table_seen:
             self._table_seen = ddl.describe_table(self.conn, self.schema, self.table) is not None
         return self._table_seen
 
-    def _batch_env(self) -> BatchEnv:
+    def _batch_env(self, known: Mapping[Path, tuple[str, int]],
+                   stop: threading.Event | None) -> BatchEnv:
         return BatchEnv(
             self._conns, self.schema, self.table, self.options, self.cancel,
             store.provenance(self.options.origin, self._role or None),
-            hash=lambda ctx, path, result: self._hash(ctx, path, result, None, 1),
-            one_file=lambda path, known, progress: self.import_file(
-                path, known=known, progress=progress))
+            hash=lambda ctx, path, result: self._hash(ctx, path, result, known.get(path), 1),
+            one_file=lambda path, sha, progress: self.import_file(
+                path, known=sha, progress=progress),
+            stop=stop)
 
     # ------------------------------------------------------------------ one file
 

@@ -34,6 +34,7 @@ from snapshots.dblink import (
     DatabaseLink,
     LedgerView,
 )
+from snapshots.engine.batch import BATCH_FILES, SMALL_FILE_BYTES, batchable
 from snapshots.engine.result import FileResult
 from snapshots.errors import DatabaseUnavailable, InputError, InterruptedImport, UsageError
 from snapshots.filesig import FileSignature
@@ -43,7 +44,7 @@ from snapshots.options import ImportOptions
 from snapshots.output import plural
 from snapshots.scan import DEFAULT_PATTERNS, IGNORED, list_files, start_watcher
 from snapshots.summary import SUMMARY_LIMIT, Summary, report_outcome, report_still_failed
-from snapshots.workers import ImporterPool, share
+from snapshots.workers import ImporterPool, NotTaken, share
 
 # What other code imports from here, wherever it now lives.
 __all__ = ["BACKOFF_CAP", "BACKOFF_START", "DEFAULT_PATTERNS", "HELD_RETRY_SECONDS", "IGNORED",
@@ -232,14 +233,22 @@ class SyncService:
             limit = 1 if merges or not exists else options.jobs
             if limit == 1 and backlog.held_elsewhere:
                 limit = 0
-            while len(self.pool) < limit and self.pool.free() > 0 \
+            # Small files into a table that is there go to a worker in runs that share
+            # transactions (engine.batch), as `import DIR` loads them.
+            batch: list[tuple[str, Path, tuple[str, int]]] | None = \
+                [] if exists and not merges and batchable(options.import_options) else None
+            while self.pool.loads() < limit and self.pool.free() > 0 \
                     and not self.stop_event.is_set():
                 file = backlog.next_ready()
                 if file is None:
                     break
-                self._consider(ledger, *file)
+                self._consider(ledger, *file, batch=batch)
                 if not exists:
                     ledger.table_created()
+                if batch is not None and len(batch) >= BATCH_FILES:
+                    self._submit(batch)
+            if batch:
+                self._submit(batch)
         self.chores.gauges(backlog)
         self.chores.retention(ledger)
         return backlog.idle
@@ -257,8 +266,14 @@ class SyncService:
         except OSError:
             return None
 
-    def _consider(self, ledger: LedgerView, rel: str, seen: FileSignature) -> None:
-        """Decide what to do with a settled file; dispatch it when it needs importing."""
+    def _submit(self, batch: list[tuple[str, Path, tuple[str, int]]]) -> None:
+        self.pool.submit_batch(list(batch), self.stop_event)
+        batch.clear()
+
+    def _consider(self, ledger: LedgerView, rel: str, seen: FileSignature, *,
+                  batch: list[tuple[str, Path, tuple[str, int]]] | None = None) -> None:
+        """Decide what to do with a settled file; dispatch it when it needs importing (a
+        small one joins `batch`, when given, for the caller to dispatch)."""
         path = self.options.data_dir / rel
         try:
             sha = ledger.sha256(rel, seen, path)
@@ -277,7 +292,10 @@ class SyncService:
             self.backlog.dispatch(rel, seen)
             parts = share(self.options.import_options, path, seen.size,
                           free=self.pool.free(), waiting=len(self.backlog.ready))
-            self.pool.submit(rel, path, (sha, seen.size), parts)
+            if batch is not None and parts == 1 and seen.size <= SMALL_FILE_BYTES:
+                batch.append((rel, path, (sha, seen.size)))
+            else:
+                self.pool.submit(rel, path, (sha, seen.size), parts)
         elif verdict is Verdict.SKIP or verdict is Verdict.FORGOTTEN:
             detail = "already imported" if verdict is Verdict.SKIP else "forgotten"
             self._settle(rel, seen, outcome(path, "skipped", detail, sha), quiet=True)
@@ -299,6 +317,8 @@ class SyncService:
             seen = self.backlog.returned(rel)
             try:
                 result = future.result()
+            except NotTaken:
+                continue  # sync stopped before its batch reached it: the next run loads it
             except DatabaseUnavailable as exc:
                 self._lost(exc)
                 continue

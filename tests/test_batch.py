@@ -242,3 +242,44 @@ def test_two_processes_on_one_directory_load_each_file_once(
     said = [line.split()[0] for _, out, _ in outcomes for line in out.splitlines()
             if line.split() and line.split()[0] in ("imported", "skipped")]
     assert said.count("imported") == 399 and said.count("skipped") == 401
+
+
+def test_sync_loads_a_directory_of_small_files_in_batches(cli: Cli, tmp_path: Path) -> None:
+    incoming = tmp_path / "watched"
+    incoming.mkdir()
+    for day in range(1, 301):
+        snapshot(incoming, day)
+    first_file(incoming, cli)
+    result = cli.process("sync", "--once", "--data-dir", incoming, "--settle", "0")
+    assert '"imported":299' in result.stdout.replace(" ", ""), result.stdout
+    assert cli.conn is not None
+    consistent(cli.conn)
+    assert imported_count(cli.conn) == 300
+    assert load_transactions(cli.conn) < 300 // 4
+    assert cli.scalar("SELECT count(*) FROM snapshots") == 300 * 5
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sync_batch_after_the_file_in_flight(
+        cli: Cli, many: Path, procs: list[subprocess.Popen[str]]) -> None:
+    """sync stops taking files: what loaded commits, the batch's other claims go (nothing
+    failed, nothing left importing), exit 0; the next run loads the rest, each once."""
+    assert cli.conn is not None
+    first_file(many, cli)
+    proc = start_cli("--database", cli.db_url, "sync", "--data-dir", many, "--settle", "0",
+                     env=cli.env)
+    procs.append(proc)
+    wait_until(lambda: mid_batch(cli.conn) or proc.poll() is not None,  # type: ignore[arg-type]
+               timeout=120, message="sync's batches to be loading")
+    assert proc.poll() is None, "sync finished the directory before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    code, _out, err = finish(proc)
+    assert code == 0, err
+    consistent(cli.conn)
+    assert cli.scalar("SELECT count(*) FROM snapshot_imports WHERE status <> 'imported'") == 0
+    done = imported_count(cli.conn)
+    assert 0 < done < 3000
+    cli.process("sync", "--once", "--data-dir", many, "--settle", "0")
+    consistent(cli.conn)
+    assert imported_count(cli.conn) == 3000
+    assert cli.scalar("SELECT count(*) FROM snapshots") == 3000 * 20

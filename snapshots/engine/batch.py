@@ -73,6 +73,10 @@ class BatchEnv:
     imported_by: dict[str, Any]
     hash: Callable[[LoadContext, Path, FileResult], Hashed | None]
     one_file: Callable[[Path, tuple[str, int] | None, ProgressCallback | None], FileResult]
+    stop: threading.Event | None = None  # set: take no further file (sync is stopping)
+
+    def stopping(self) -> bool:
+        return self.cancel.is_set() or (self.stop is not None and self.stop.is_set())
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -229,12 +233,16 @@ def _load(env: BatchEnv, files: list[_File],
         if f.route == "done":
             done.append(f.result)
             continue
-        if f.route == "one" or env.cancel.is_set():
+        if f.route == "one" or env.stopping():
             tx.commit()
             yield from done
             done, uncommitted = [], []
-            if env.cancel.is_set():
-                _abandon(env, [g for g in files[index:] if g.route == "batch"], None)
+            if env.stopping():
+                # What loaded is committed; the rest is not taken: their claims go (nothing
+                # of them was written) and the next run loads them.
+                rest = [g for g in files[index:] if g.route == "batch"]
+                _abandon(env, rest, None)
+                yield from (g.result for g in rest)
                 return
             yield env.one_file(f.path, f.known, progress(f.path) if progress else None)
             continue

@@ -18,8 +18,6 @@ them interrupted; a cancel rolls the open transaction back and removes its claim
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import gzip
 import logging
 import os
@@ -32,19 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from snapshots import ledger_many, store
+from snapshots import ledger_many
 from snapshots import schema as ddl
 from snapshots.csvio.hashing import Hashed
 from snapshots.csvio.header import Header
 from snapshots.engine.append import load_append
 from snapshots.engine.connections import Connections
-from snapshots.engine.context import LoadContext, Loaded, LoadJob, ProgressCallback
+from snapshots.engine.context import LoadContext, LoadJob, ProgressCallback
 from snapshots.engine.decide import judge
 from snapshots.engine.failure import fail, record_failure
 from snapshots.engine.header import file_header
 from snapshots.engine.result import FileResult, imported
+from snapshots.engine.savepoints import BatchTransaction
 from snapshots.engine.target import Target, resolve_target
 from snapshots.errors import InputError, InterruptedImport, SnapshotsError
 from snapshots.options import ImportOptions, worth_parts
@@ -226,7 +224,7 @@ def _resolved(path: Path, directories: dict[Path, str]) -> str:
 def _load(env: BatchEnv, files: list[_File],
           progress: ProgressFor | None) -> Iterator[FileResult]:
     """The files in order: the batch's in shared transactions, the others alone."""
-    tx = _Transaction(env)
+    tx = BatchTransaction(env.conn, env.schema)
     done: list[FileResult] = []  # results waiting for their transaction's commit
     uncommitted: list[_File] = []
     for index, f in enumerate(files):
@@ -281,7 +279,7 @@ def _load(env: BatchEnv, files: list[_File],
     yield from done
 
 
-def _load_one(env: BatchEnv, tx: _Transaction, f: _File, progress: ProgressFor | None) -> None:
+def _load_one(env: BatchEnv, tx: BatchTransaction, f: _File, progress: ProgressFor | None) -> None:
     """One file in its savepoint: the rows, then (sent with what comes next) its record
     says `imported`."""
     assert f.header is not None and f.target is not None and f.result.import_id is not None
@@ -293,96 +291,11 @@ def _load_one(env: BatchEnv, tx: _Transaction, f: _File, progress: ProgressFor |
     except BaseException:
         tx.rollback_file()
         raise
-    tx.file_loaded(f, loaded)
+    def recorded(seconds: float) -> None:
+        f.result.seconds = seconds
+        imported(f.result, loaded, schema=env.schema, detected=f.detected, replaced=None)
 
-
-class _Transaction:
-    """A batch's open transaction, each file in a savepoint of its own. The loaded files'
-    records flip to `imported` in one statement sent with the COMMIT; a file's next
-    savepoint goes out with the release of the one before. Per file that is one round trip
-    besides its COPY."""
-
-    def __init__(self, env: BatchEnv) -> None:
-        self.env = env
-        self.since: float | None = None  # when the open transaction began
-        self.in_file = False  # a file's savepoint is open
-        self.started: dt.datetime | None = None  # the server's clock at the file's start
-        self.loaded: list[tuple[_File, Loaded, dt.datetime, dt.datetime | None]] = []
-
-    def age(self) -> float:
-        return 0.0 if self.since is None else time.monotonic() - self.since
-
-    def begin_file(self, import_id: int) -> None:
-        statements: list[sql.Composable] = []
-        if self.since is None:
-            statements.append(sql.SQL("BEGIN"))  # this is where a batch's transaction starts
-            self.since = time.monotonic()
-        elif self.in_file:
-            statements.append(sql.SQL("RELEASE SAVEPOINT snapshots_file"))
-        statements += [sql.SQL("SAVEPOINT snapshots_file"), sql.SQL(  # whose rows these are
-            f"SELECT set_config('{ddl.IMPORT_ID_SETTING}', '{int(import_id)}', true), "
-            "clock_timestamp()")]
-        cur = self.env.conn.execute(sql.SQL("; ").join(statements))
-        while cur.nextset():
-            pass  # the last result is the SELECT's
-        row = cur.fetchone()
-        assert row is not None
-        self._finish_previous(row[1])
-        self.in_file = True
-        self.started = row[1]
-
-    def file_loaded(self, f: _File, loaded: Loaded) -> None:
-        assert self.started is not None
-        self.loaded.append((f, loaded, self.started, None))
-
-    def rollback_file(self) -> None:
-        conn = self.env.conn
-        self.in_file = False
-        if not conn.broken and not conn.closed:
-            # When this fails too, the transaction is lost: the caller aborts it.
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("ROLLBACK TO SAVEPOINT snapshots_file; "
-                             "RELEASE SAVEPOINT snapshots_file")
-
-    def commit(self) -> None:
-        """The loaded files' records say `imported`, and their rows become visible with
-        them."""
-        if self.since is None:
-            return
-        loaded, self.loaded = self.loaded, []
-        statements: list[sql.Composable] = []
-        if self.in_file:
-            statements.append(sql.SQL("RELEASE SAVEPOINT snapshots_file"))
-        if loaded:
-            statements.append(store.mark_many_imported_sql(self.env.schema, [
-                (f.result.import_id or 0, done.rows, done.rejected, f.result.same_content_as,
-                 started, finished) for f, done, started, finished in loaded]))
-        statements.append(sql.SQL("COMMIT"))
-        cur = self.env.conn.execute(sql.SQL("; ").join(statements))
-        self.since, self.in_file = None, False
-        took: dict[int, float] = {}
-        while True:
-            if cur.description is not None:
-                took.update((int(i), store.took_seconds(t)) for i, t in cur.fetchall())
-            if not cur.nextset():
-                break
-        for f, done, _, _ in loaded:
-            f.result.seconds = took.get(f.result.import_id or 0, 0.0)
-            imported(f.result, done, schema=self.env.schema, detected=f.detected,
-                     replaced=None)
-
-    def abort(self) -> None:
-        self.since, self.in_file, self.loaded = None, False, []
-        conn = self.env.conn
-        if not conn.broken and not conn.closed:
-            with contextlib.suppress(psycopg.Error):  # the connection went with it
-                conn.execute("ROLLBACK")
-
-    def _finish_previous(self, now: dt.datetime) -> None:
-        """The file loaded last ended when the next one began."""
-        if self.loaded and self.loaded[-1][3] is None:
-            f, done, started, _ = self.loaded[-1]
-            self.loaded[-1] = (f, done, started, now)
+    tx.file_loaded(f.result.import_id, loaded, f.result.same_content_as, recorded)
 
 
 def _lost(env: BatchEnv, exc: BaseException) -> bool:

@@ -35,6 +35,7 @@ from snapshots.engine.header import file_header
 from snapshots.engine.loads import choose_load
 from snapshots.engine.parallel import load_parallel, parallel_ranges
 from snapshots.engine.result import FileResult, imported, validated
+from snapshots.engine.startup import ready_ledger
 from snapshots.engine.transaction import Claim, begin, finish
 from snapshots.errors import (
     InputError,
@@ -69,7 +70,6 @@ class Importer:
             raise UsageError(f"schema {self.schema!r} does not exist",
                              hint=f"create it first: CREATE SCHEMA {self.schema}")
         self._role: str | None = None  # set by prepare(), once
-        self._table_seen = False  # the table is known to exist (it never goes away mid-run)
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -95,19 +95,7 @@ class Importer:
         """Migrate the ledger if needed and reap claims whose owners are gone (once)."""
         if self._role is not None:
             return
-        if self.options.dry_run:
-            version = ddl.ledger_version(self.conn, self.schema)
-            ddl.check_not_newer(version, self.schema)
-        else:
-            ddl.migrate(self.conn, self.schema)
-            # Every table's dead claims, not only this one's: their leftover parallel-load
-            # tables (dropped next) can be as large as a snapshot.
-            reaped = store.reap_interrupted(self.conn, self.schema)
-            for import_id in reaped:
-                log.warning("marked import #%s as interrupted: its process went away", import_id)
-            for name in store.drop_leftover_parts(self.conn, self.schema):
-                log.warning("dropped %s.%s, left by a parallel load that did not finish",
-                            self.schema, name)
+        ready_ledger(self.conn, self.schema, dry_run=self.options.dry_run)
         row = self.conn.execute("SELECT current_user").fetchone()
         self._role = str(row[0]) if row else ""
 
@@ -138,9 +126,7 @@ class Importer:
             yield from import_batch(self._batch_env(known, stop), run, progress)
 
     def _table_exists(self) -> bool:
-        if not self._table_seen:
-            self._table_seen = ddl.describe_table(self.conn, self.schema, self.table) is not None
-        return self._table_seen
+        return ddl.describe_table(self.conn, self.schema, self.table) is not None
 
     def _batch_env(self, known: Mapping[Path, tuple[str, int]],
                    stop: threading.Event | None) -> BatchEnv:

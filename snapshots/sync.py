@@ -168,7 +168,7 @@ class SyncService:
                     self._down()
                     if self.options.once and self.summary.database_error and not self.pool:
                         break
-                self.wake.wait(self._timeout())
+                self.wake.wait(next_wait(self.options, self.link, self.backlog, bool(self.pool)))
                 self.wake.clear()
         finally:
             self._shutdown()
@@ -179,17 +179,6 @@ class SyncService:
                 self.stop_event.set()  # a --once run ends without a signal: stop watching too
                 watcher.join(timeout=2)
         return self.summary
-
-    def _timeout(self) -> float:
-        now = time.monotonic()
-        waits = [self.options.rescan, max(0.05, self.link.next_check() - now)]
-        if self.options.poll:
-            waits.append(1.0)  # no events: list the directory every second
-        if self.backlog.deadline is not None:  # on the backlog's clock (a test's, maybe)
-            waits.append(max(0.05, self.backlog.deadline - self.backlog.clock.monotonic()))
-        if self.pool:
-            waits.append(0.2)  # collect results promptly
-        return max(0.02, min(waits))
 
     def _changed(self) -> None:
         self.backlog.invalidate()  # the directory changed: list it again
@@ -246,9 +235,10 @@ class SyncService:
                 if not exists:
                     ledger.table_created()
                 if batch is not None and len(batch) >= BATCH_FILES:
-                    self._submit(batch)
+                    self.pool.submit_batch(batch, self.stop_event)
+                    batch = []
             if batch:
-                self._submit(batch)
+                self.pool.submit_batch(batch, self.stop_event)
         self.chores.gauges(backlog)
         self.chores.retention(ledger)
         return backlog.idle
@@ -265,10 +255,6 @@ class SyncService:
             return FileSignature.of(os.stat(self.options.data_dir / rel))
         except OSError:
             return None
-
-    def _submit(self, batch: list[tuple[str, Path, tuple[str, int]]]) -> None:
-        self.pool.submit_batch(list(batch), self.stop_event)
-        batch.clear()
 
     def _consider(self, ledger: LedgerView, rel: str, seen: FileSignature, *,
                   batch: list[tuple[str, Path, tuple[str, int]]] | None = None) -> None:
@@ -382,6 +368,18 @@ def outcome(path: Path, result: str, detail: str, sha256: str | None = None) -> 
     """An outcome sync reaches itself, without an importer."""
     return FileResult(path=path, result=result, file_name=path.name, sha256=sha256,
                       detail=detail)
+
+
+def next_wait(options: SyncOptions, link: DatabaseLink, backlog: Backlog, busy: bool) -> float:
+    """How long the loop may sleep before something is due (events wake it sooner)."""
+    waits = [options.rescan, max(0.05, link.next_check() - time.monotonic())]
+    if options.poll:
+        waits.append(1.0)  # no events: list the directory every second
+    if backlog.deadline is not None:  # on the backlog's clock (a test's, maybe)
+        waits.append(max(0.05, backlog.deadline - backlog.clock.monotonic()))
+    if busy:
+        waits.append(0.2)  # collect results promptly
+    return max(0.02, min(waits))
 
 
 def write_summary(summary: Summary, table: str, target: Path | None) -> Path | None:

@@ -43,8 +43,9 @@ class Prehasher:
     def __init__(self, paths: Sequence[Path], *, parts: Callable[[Path, int], int],
                  options: CsvOptions, ahead: int = 1, ahead_bytes: int = AHEAD_BYTES) -> None:
         self._waiting = dict.fromkeys(paths)  # in import order, not yet started
-        self._parts = parts
-        self._options = options
+        # The one hash of a file, with its cut points (check() stops it once closed).
+        self._hash_file: Callable[[Path, Callable[[], None]], Hashed] = \
+            lambda path, check: hash_file(path, options, lambda size: parts(path, size), check)
         self._ahead = max(1, ahead)
         self._ahead_bytes = ahead_bytes
         self._current: Path | None = None
@@ -136,4 +137,4 @@ class Prehasher:
             if self._closed:
                 raise _Closed()
 
-        return hash_file(path, self._options, lambda size: self._parts(path, size), check)
+        return self._hash_file(path, check)

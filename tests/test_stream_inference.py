@@ -141,3 +141,23 @@ def test_resume_from_random_samples_matches_checking_every_value() -> None:
         again.feed(data)
         again.finish()
         assert again.types() == exact_types(data, 3), data
+
+
+def test_quoted_text_columns_neither_hide_a_record_nor_make_one_up() -> None:
+    # Quoted line breaks, delimiters and doubled quotes in the text columns after a typed one.
+    data = (b'id,a,b\n1,"x\n007,y",z\n2,"p,""q""\n-0,",\n3,r,"s\n+4"\n'
+            b'5,"",""\n6,t,u\n')
+    for cut in range(1, len(data)):
+        assert stream_types(data, [cut], 3) == ["bigint", "text", "text"], cut
+    late = data + b'7,v,"w\nx"\n008,y,z\n'
+    assert stream_types(late, [], 3) == ["text", "text", "text"]
+
+
+def test_a_file_settled_as_text_is_not_walked_any_further() -> None:
+    inference = StreamInference(2, OPTIONS)
+    inference.feed(b"a,b\nx,y\n")
+    assert inference.types() == ["text", "text"]
+    inference.feed(b'"unterminated' * 10_000)  # nothing left to learn: not even kept
+    inference.finish()
+    assert inference._carry == ""
+    assert inference.types() == ["text", "text"]

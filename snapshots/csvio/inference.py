@@ -186,11 +186,12 @@ class StreamInference:
     """Type inference over a file's bytes as they stream into COPY, fast enough to hide behind
     the server's own work.
 
-    Text is cut at record boundaries (a newline preceded by an even number of quotes), and a
-    whole block of records is checked by ONE regex built from each column's current narrowest
-    type. Only a block that does not match (a new kind of value, quoted numbers, ...) is parsed
-    with the csv module to narrow the types; that is rare, so the cost is about one regex pass
-    over the bytes.
+    Each piece of text (starting at a record) is walked by ONE regex built from each
+    column's current narrowest type; where its match ends is the start of the incomplete
+    record carried to the next piece. Only when it stops at a complete record that does not
+    fit (a new kind of value, quoted numbers, ...) are the records from there parsed with the
+    csv module to narrow the types; that is rare, so the cost is about one regex pass over
+    the bytes, every value still checked.
     """
 
     def __init__(self, width: int, options: CsvOptions, overrides: dict[int, str] | None = None,
@@ -204,6 +205,7 @@ class StreamInference:
         self._started = False
         self._given_up = False
         self._finishing = False
+        self._all_text = False  # set with the line pattern
         self._pattern: re.Pattern[str] | None = None
         self._pattern_key: tuple[object, ...] | None = None
 
@@ -216,12 +218,12 @@ class StreamInference:
             self._feed(chunk[start:start + FEED_PIECE])
 
     def _feed(self, chunk: bytes) -> None:
-        if self._given_up:
+        if self._given_up or self._all_text:
             return
         self._records(self._carry + self._decoder.decode(chunk))
 
     def finish(self) -> None:
-        if self._given_up:
+        if self._given_up or self._all_text:
             return
         tail = self._carry + self._decoder.decode(b"", final=True)
         self._carry = ""
@@ -285,7 +287,11 @@ class StreamInference:
         # The one regex walks the records in C as far as they fit the current types; where
         # it stops is either the incomplete last record (the common case, so no separate
         # scan for the record boundary) or a record that needs a closer look.
-        end = self._line_pattern().match(text).end()  # type: ignore[union-attr]
+        pattern = self._line_pattern()
+        if self._all_text:
+            self._carry = ""
+            return
+        end = pattern.match(text).end()  # type: ignore[union-attr]
         if end == len(text):
             self._carry = ""
             return
@@ -340,15 +346,21 @@ class StreamInference:
         # C, and a failed line fails at once instead of backtracking through its fields.
         text_field = rf"(?:{q}[^{q}]*+(?:{q}{q}[^{q}]*+)*+{q}|[^{d}{q}\r\n]*+)"
         fields = []
+        all_text = True  # no column left whose type a value could still change
         for index, (candidates, seen) in enumerate(
                 zip(exact._candidates, exact._seen_value, strict=True)):
             if index in exact.overrides or not candidates:
                 fields.append(text_field)
-            elif not seen:
+                continue
+            all_text = False
+            if not seen:
                 fields.append(f"(?:{null})")  # only NULLs so far: any value needs a look
             else:
                 kind = next(t for t in TYPE_PRIORITY if t in candidates)
                 fields.append(f"(?:{_FAST[kind]}|{null})")
+        # Every column settled as text: nothing left that a value could change, so the rest
+        # of the stream is not walked at all (a file of text columns costs no check).
+        self._all_text = all_text
         line = d.join(fields) + r"\r?\n"
         # Possessive: a record's extent is fixed, so giving lines back could never help,
         # and not keeping backtrack points for them measured ~10% faster.

@@ -141,15 +141,46 @@ def quoted_fields(record: str, options: CsvOptions) -> list[bool]:
 def load_skipping(ctx: LoadContext, path: Path, header: Header, target: Target,
                   import_id: int, *, relation: sql.Composable | None = None
                   ) -> tuple[int, int, str]:
-    conn = ctx.conn
-    opts = ctx.options
+    """Stage every record as text, mark the rejects, then load the good rows: appended
+    (into a table this load may create) or merged. With `relation`, a dry run: only the
+    counts and what would be created. Gives (good rows, rejected rows, detail)."""
     names = list(header.names)
+    inference = stage_records(ctx, path, names, infer=target.info is None)
+    if target.info is None:
+        types = dict(zip(names, inference.types() if inference else [TEXT] * len(names),
+                         strict=True))
+        not_null: frozenset[str] = frozenset()
+    else:
+        types = {c: target.info.columns[c] for c in reconcile_columns(ctx, path, header, target)}
+        not_null = target.info.not_null
+    _reject_bad_values(ctx.conn, types, not_null)
+    rejected = _scalar(ctx.conn, sql.SQL(
+        "SELECT count(*) FROM {} WHERE _reason IS NOT NULL").format(STAGE))
+    check_max_rejects(ctx, path, rejected)
+    good = _scalar(ctx.conn, sql.SQL(
+        "SELECT count(*) FROM {} WHERE _reason IS NULL").format(STAGE))
+    if relation is not None:  # dry run: validation only
+        return good, rejected, "" if target.info is not None else \
+            f"would create {ctx.schema}.{ctx.table} ({_typed(types)})"
+    ctx.conn.execute(sql.SQL(
+        "INSERT INTO {} (import_id, line, raw, column_name, value, reason) "
+        "SELECT %s, _line, _raw, _column, _value, _reason FROM {} "
+        "WHERE _reason IS NOT NULL ORDER BY _line").format(
+        sql.Identifier(ctx.schema, ddl.REJECTS), STAGE), (import_id,))
+    if target.mode == "append":
+        return good, rejected, append_good(ctx, path, target, types)
+    return good, rejected, merge_good(ctx, path, target, types, rejected)
+
+
+def stage_records(ctx: LoadContext, path: Path, names: list[str], *,
+                  infer: bool) -> TypeInference | None:
+    """Every record into a temporary table of text columns, with its line, raw bytes and,
+    for a structural problem, its reason; with `infer`, the types its values fit."""
+    conn, opts = ctx.conn, ctx.options
     null = opts.csv.null
-    inference = TypeInference(len(names), overrides(ctx, names), null=null) \
-        if target.info is None else None
+    inference = TypeInference(len(names), overrides(ctx, names), null=null) if infer else None
     quote_byte = opts.csv.quote.encode(opts.csv.python_encoding)
     encoding = opts.csv.python_encoding
-
     conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(STAGE))
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE {} (_line bigint NOT NULL, _raw bytea NOT NULL, _reason text, "
@@ -183,69 +214,66 @@ def load_skipping(ctx: LoadContext, path: Path, header: Header, target: Target,
                     batch.clear()
         if inference is not None:
             inference.feed(batch)
+    return inference
 
-    if target.info is None:
-        types = dict(zip(names, inference.types() if inference else [TEXT] * len(names),
-                         strict=True))
-        not_null: frozenset[str] = frozenset()
-    else:
-        columns_in_file = reconcile_columns(ctx, path, header, target)
-        assert target.info is not None
-        types = {c: target.info.columns[c] for c in columns_in_file}
-        not_null = target.info.not_null
-    _reject_bad_values(conn, types, not_null)
 
-    rejected = _scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE _reason IS NOT NULL")
-                       .format(STAGE))
-    if opts.max_rejects is not None and rejected > opts.max_rejects:
-        first = conn.execute(sql.SQL(
-            "SELECT _line, _reason FROM {} WHERE _reason IS NOT NULL ORDER BY _line LIMIT 1")
-            .format(STAGE)).fetchone()
-        assert first is not None
-        raise InputError(
-            f"{rejected} rejected rows, more than --max-rejects {opts.max_rejects}; "
-            f"nothing written (first: line {first[0]}, {first[1]})", file=path)
-    good = _scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE _reason IS NULL").format(STAGE))
-    if relation is not None:  # dry run: validation only
-        return good, rejected, "" if target.info is not None else \
-            f"would create {ctx.schema}.{ctx.table} (" + ", ".join(
-                f"{n} {t}" for n, t in types.items()) + ")"
+def check_max_rejects(ctx: LoadContext, path: Path, rejected: int) -> None:
+    limit = ctx.options.max_rejects
+    if limit is None or rejected <= limit:
+        return
+    first = ctx.conn.execute(sql.SQL(
+        "SELECT _line, _reason FROM {} WHERE _reason IS NOT NULL ORDER BY _line LIMIT 1")
+        .format(STAGE)).fetchone()
+    assert first is not None
+    raise InputError(f"{rejected} rejected rows, more than --max-rejects {limit}; nothing "
+                     f"written (first: line {first[0]}, {first[1]})", file=path)
 
-    conn.execute(sql.SQL(
-        "INSERT INTO {} (import_id, line, raw, column_name, value, reason) "
-        "SELECT %s, _line, _raw, _column, _value, _reason FROM {} "
-        "WHERE _reason IS NOT NULL ORDER BY _line").format(
-        sql.Identifier(ctx.schema, ddl.REJECTS), STAGE), (import_id,))
-    typed = sql.SQL(", ").join(
+
+def _typed(types: dict[str, str]) -> str:
+    return ", ".join(f"{n} {t}" for n, t in types.items())
+
+
+def _casts(types: dict[str, str]) -> sql.Composed:
+    return sql.SQL(", ").join(
         sql.SQL("{}::{}").format(sql.Identifier(n), sql.SQL(t))  # type: ignore[arg-type]
         for n, t in types.items())
+
+
+def append_good(ctx: LoadContext, path: Path, target: Target, types: dict[str, str]) -> str:
+    """The good rows into the table, created here (as a first import creates it: the index
+    and the view after the rows) when it is not there yet."""
+    conn = ctx.conn
     cols = sql.SQL(", ").join(sql.Identifier(n) for n in types)
-    table = sql.Identifier(ctx.schema, ctx.table)
-    detail = ""
-    if target.mode == "append":
-        created = target.info is None
-        if created:
-            conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(
-                ddl.lock_key("table", ctx.schema, ctx.table)))
-            if ddl.describe_table(conn, ctx.schema, ctx.table) is not None:
-                raise InputError("the table appeared while this file was staged; run again",
-                                 file=path)
-            ddl.create_append_table(conn, ctx.schema, ctx.table, list(types.items()),
-                                    index=False, view=False)
-            detail = f"created {ctx.schema}.{ctx.table} (" + ", ".join(
-                f"{n} {t}" for n, t in types.items()) + ")"
-        conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE _reason IS NULL "
-                             "ORDER BY _line").format(table, cols, typed, STAGE))
-        if created:
-            ddl.create_snapshot_index(conn, ctx.schema, ctx.table)
-            ddl.create_latest_view(conn, ctx.schema, ctx.table)
-        return good, rejected, detail
+    created = target.info is None
+    if created:
+        conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(
+            ddl.lock_key("table", ctx.schema, ctx.table)))
+        if ddl.describe_table(conn, ctx.schema, ctx.table) is not None:
+            raise InputError("the table appeared while this file was staged; run again",
+                             file=path)
+        ddl.create_append_table(conn, ctx.schema, ctx.table, list(types.items()),
+                                index=False, view=False)
+    conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE _reason IS NULL "
+                         "ORDER BY _line").format(ctx.relation, cols, _casts(types), STAGE))
+    if not created:
+        return ""
+    ddl.create_snapshot_index(conn, ctx.schema, ctx.table)
+    ddl.create_latest_view(conn, ctx.schema, ctx.table)
+    return f"created {ctx.schema}.{ctx.table} ({_typed(types)})"
+
+
+def merge_good(ctx: LoadContext, path: Path, target: Target, types: dict[str, str],
+               rejected: int) -> str:
+    """The good rows merged on the key (upsert mode)."""
+    conn = ctx.conn
+    cols = sql.SQL(", ").join(sql.Identifier(n) for n in types)
     stage = stage_table(ctx, list(types), with_lines=True)
     conn.execute(sql.SQL(
         "INSERT INTO {} ({}, _record) "
-        "SELECT {}, _line FROM {} WHERE _reason IS NULL").format(stage, cols, typed, STAGE))
+        "SELECT {}, _line FROM {} WHERE _reason IS NULL").format(stage, cols, _casts(types),
+                                                                 STAGE))
     spare = None
-    if opts.delete_missing and rejected:
+    if ctx.options.delete_missing and rejected:
         # A rejected record's key is still in the snapshot: --delete-missing spares it. When
         # a rejected record's key can't be read, nobody can tell which keys are missing.
         pk = target.info.primary_key if target.info is not None else ()
@@ -260,9 +288,8 @@ def load_skipping(ctx: LoadContext, path: Path, header: Header, target: Target,
                              line=unknown[0],
                              hint="fix the record, or import without --delete-missing")
         spare = STAGE
-    detail = merge_staged(ctx, path, stage, target, list(types), physical_records=True,
-                             spare=spare)
-    return good, rejected, detail
+    return merge_staged(ctx, path, stage, target, list(types), physical_records=True,
+                        spare=spare)
 
 
 def _reject_bad_values(conn: psycopg.Connection, types: dict[str, str],

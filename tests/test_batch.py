@@ -16,6 +16,7 @@ from snapshots.importer import Importer
 from snapshots.options import ImportOptions
 
 HEADER = b"id,name,amount\n"
+MANY = 2000  # files for the tests that stop a run in the middle: batches enough on both sides
 
 
 def snapshot(directory: Path, day: int, rows: int = 5, *, bad_line: int | None = None) -> Path:
@@ -141,7 +142,7 @@ def test_a_name_another_process_holds_is_left_to_it(db_url: str, db_conn: psycop
 def many(tmp_path: Path) -> Path:
     incoming = tmp_path / "many"
     incoming.mkdir()
-    for day in range(1, 3001):
+    for day in range(1, MANY + 1):
         snapshot(incoming, day, rows=20)
     return incoming
 
@@ -181,7 +182,7 @@ def test_sigkill_in_the_middle_of_batches(cli: Cli, many: Path,
     assert finish(proc)[0] == -signal.SIGKILL
     consistent(cli.conn)
     done = imported_count(cli.conn)
-    assert 0 < done < 3000
+    assert 0 < done < MANY
     wait_until(lambda: cli.scalar("SELECT count(*) FROM pg_stat_activity WHERE "
                                   "datname = current_database() AND pid <> pg_backend_pid()"
                                   ) == 0, timeout=30, message="the killed session to end")
@@ -192,8 +193,8 @@ def test_sigkill_in_the_middle_of_batches(cli: Cli, many: Path,
     assert cli.scalar("SELECT count(*) FROM snapshot_imports WHERE status = 'failed' "
                       "AND starts_with(error, 'interrupted')") == in_flight
     consistent(cli.conn)
-    assert imported_count(cli.conn) == 3000
-    assert cli.scalar("SELECT count(*) FROM snapshots") == 3000 * 20
+    assert imported_count(cli.conn) == MANY
+    assert cli.scalar("SELECT count(*) FROM snapshots") == MANY * 20
     assert cli.scalar("SELECT count(*) FROM snapshot_imports WHERE status = 'importing'") == 0
 
 
@@ -206,8 +207,8 @@ def test_sigint_in_the_middle_of_batches(cli: Cli, many: Path,
     first_file(many, cli)
     proc = start_cli("--database", cli.db_url, "import", many, env=cli.env)
     procs.append(proc)
-    wait_until(lambda: imported_count(cli.conn) > 200 or proc.poll() is not None,  # type: ignore[arg-type]
-               timeout=120, message="some batches to commit")
+    wait_until(lambda: mid_batch(cli.conn) or proc.poll() is not None,  # type: ignore[arg-type]
+               timeout=120, message="some batches to commit and another to be loading")
     assert proc.poll() is None, "the import finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     code, _out, err = finish(proc)
@@ -215,10 +216,10 @@ def test_sigint_in_the_middle_of_batches(cli: Cli, many: Path,
     assert "Traceback" not in err
     consistent(cli.conn)
     assert cli.scalar("SELECT count(*) FROM snapshot_imports WHERE status <> 'imported'") == 0
-    assert 0 < imported_count(cli.conn) < 3000
+    assert 0 < imported_count(cli.conn) < MANY
     cli.run("import", many)
-    assert imported_count(cli.conn) == 3000
-    assert cli.scalar("SELECT count(*) FROM snapshots") == 3000 * 20
+    assert imported_count(cli.conn) == MANY
+    assert cli.scalar("SELECT count(*) FROM snapshots") == MANY * 20
 
 
 @pytest.mark.slow
@@ -278,8 +279,8 @@ def test_sigterm_stops_a_sync_batch_after_the_file_in_flight(
     consistent(cli.conn)
     assert cli.scalar("SELECT count(*) FROM snapshot_imports WHERE status <> 'imported'") == 0
     done = imported_count(cli.conn)
-    assert 0 < done < 3000
+    assert 0 < done < MANY
     cli.process("sync", "--once", "--data-dir", many, "--settle", "0")
     consistent(cli.conn)
-    assert imported_count(cli.conn) == 3000
-    assert cli.scalar("SELECT count(*) FROM snapshots") == 3000 * 20
+    assert imported_count(cli.conn) == MANY
+    assert cli.scalar("SELECT count(*) FROM snapshots") == MANY * 20

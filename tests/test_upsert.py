@@ -309,3 +309,97 @@ def test_delete_missing_spares_the_keys_of_rejected_rows(keyed: Cli) -> None:
                        "snapshot_20230102.csv")
     assert "merged: 0 inserted or changed, 2 deleted; 1 rejected row" in result.stdout
     assert table(keyed) == {k: v for k, v in before.items() if k in (1, 2)}
+
+
+def big_snapshot(keys: range, limit: dict[int, str] | None = None, *,
+                 order: list[int] | None = None) -> str:
+    limit = limit or {}
+    return HEADER + "".join(f"{k},N{k},S{k % 7},{limit.get(k, f'{k}.5')}\n"
+                            for k in (order if order is not None else keys))
+
+
+def versions(cli: Cli) -> dict[int, tuple[str, str, str]]:
+    """user_id -> (xmin, ctid, credit_limit): a row rewritten gets a new xmin and ctid."""
+    return {r[0]: r[1:] for r in cli.rows(
+        "SELECT user_id, xmin::text, ctid::text, credit_limit::text FROM snapshots")}
+
+
+@pytest.mark.parametrize("plan", ["merge", "hash", "moved"])
+@pytest.mark.parametrize("delete", [False, True])
+def test_large_merge_writes_only_what_differs(keyed: Cli, monkeypatch: pytest.MonkeyPatch,
+                                              plan: str, delete: bool) -> None:
+    """Enough rows that the planner has a choice: the join walking both key indexes (the
+    table in key order), the hash join, and rows moved by another writer between the join
+    and the UPDATE (the ctid finds nothing: the keys then do). The same merge each time."""
+    from snapshots.engine import merge
+
+    seen: list[bool] = []
+    walks = merge.walks_both_indexes
+    monkeypatch.setattr(merge, "walks_both_indexes",
+                        lambda conn, query: seen.append(walks(conn, query)) or seen[-1])
+    if plan == "hash":
+        monkeypatch.setattr(merge, "in_key_order", lambda *a: False)
+    if plan == "moved":
+        by_ctid = merge.update_by_ctid_sql
+        monkeypatch.setattr(merge, "update_by_ctid_sql", lambda *a: by_ctid(*a) + psycopg.sql.SQL(
+            " AND false"))
+    keyed.write("snapshot_20230101.csv", big_snapshot(range(1, 20001)))
+    keyed.run("import", "snapshot_20230101.csv")
+    keyed.conn.execute("VACUUM ANALYZE snapshots")
+    before = versions(keyed)
+    changed = {k: f"{k}.75" for k in range(1, 20001, 10)}  # every tenth row
+    # 20000 is missing, 20001 and 20002 are new.
+    keyed.write("snapshot_20230102.csv", big_snapshot(range(1, 20003), changed,
+                                                      order=[*range(1, 20000), 20001, 20002]))
+    result = keyed.run("import", *(["--delete-missing"] if delete else []),
+                       "snapshot_20230102.csv")
+    assert f"merged: {len(changed) + 2} inserted or changed" in result.stdout
+    assert seen == ([] if plan == "hash" else [True])  # the first import: an empty table
+    after = versions(keyed)
+    assert after[20001][2] == "20001.5" and after[20002][2] == "20002.5"
+    assert (20000 in after) is not delete
+    for k in range(1, 20000):
+        if k in changed:
+            assert after[k][2] == changed[k]
+            assert after[k][:2] != before[k][:2]
+        else:  # untouched: the same row version in the same place
+            assert after[k] == before[k]
+    if not delete:
+        assert after[20000] == before[20000]
+
+
+def test_hash_join_stays_for_a_stage_out_of_key_order(keyed: Cli,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file in no key order: walking the stage's index would jump around its pages, so
+    the planner is left its hash join (and the merge is the same)."""
+    from snapshots.engine import merge
+
+    seen: list[bool] = []
+    ordered = merge.in_key_order
+    monkeypatch.setattr(merge, "in_key_order",
+                        lambda *a: seen.append(ordered(*a)) or seen[-1])
+    keys = list(range(1, 50001))
+    keyed.write("snapshot_20230101.csv", big_snapshot(range(1, 50001)))
+    keyed.run("import", "snapshot_20230101.csv")
+    keyed.conn.execute("VACUUM ANALYZE snapshots")
+    import random
+    random.Random(5).shuffle(keys)
+    keyed.write("snapshot_20230102.csv", big_snapshot(range(1, 50001), {7: "1"}, order=keys))
+    result = keyed.run("import", "snapshot_20230102.csv")
+    assert "merged: 1 inserted or changed" in result.stdout
+    assert seen == [False, False]  # the first import (an empty table), then the stage
+    assert keyed.rows("SELECT credit_limit::text FROM snapshots WHERE user_id = 7") == [("1",)]
+
+
+def test_empty_key_after_a_multiline_field_names_its_physical_line(keyed: Cli) -> None:
+    """COPY refuses the empty key itself (the stage's key is NOT NULL): the line is still
+    the file's physical line, and nothing is written."""
+    keyed.write("snapshot_20230101.csv", JAN)
+    keyed.run("import", "snapshot_20230101.csv")
+    before = table(keyed)
+    keyed.write("snapshot_20230102.csv", HEADER + '1,Jake,"two\nlines",1\n2,Mo,Shop,2\n'
+                                                  ',Nobody,Shop,3\n4,Lena,Lemon,4\n')
+    result = keyed.run("import", "snapshot_20230102.csv", code=1)
+    assert "snapshot_20230102.csv:5: empty primary key value, column user_id" in result.stderr
+    assert table(keyed) == before
+    assert keyed.ledger()[-1]["status"] == "failed"

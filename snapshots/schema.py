@@ -229,8 +229,8 @@ def create_append_table(conn: psycopg.Connection, schema: str, table: str,
     """The append-mode table: the CSV's columns plus snapshot_id, filled by COPY from a
     transaction-local setting so the file's bytes stream through unchanged.
 
-    A first import creates the index and the view after its COPY (a bulk index build is
-    cheaper than maintaining it row by row, and a view would pin the column types).
+    A first import creates the view after its COPY (which may still widen the types a view
+    would pin); its BRIN index costs less kept during the COPY than built after it.
     """
     defs = [sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))  # type: ignore[arg-type]
             for name, kind in columns]

@@ -419,7 +419,7 @@ def scenario_small(uri: str, rounds: int) -> tuple[list[Series], int, float]:
     psql = Series(f"psql loop: \\copy of {SMALL_FILES:,} files, one session")
     one = Series(f"snapshots import DIR, {SMALL_FILES:,} files, --jobs 1")
     default = Series(f"snapshots import DIR, {SMALL_FILES:,} files, default --jobs")
-    day = dt.date(2001, 1, 1)
+    day = dt.date(1901, 1, 1)  # 5 rounds x 2 runs x 1,000 days stay clear of 2024's names
 
     def directory() -> Path:
         nonlocal day
@@ -469,7 +469,7 @@ def scenario_sync_first(uri: str, rounds: int, files: int) -> tuple[list[Series]
     ledger for it; the files are old (mtime an hour ago), so sync waits for no --settle."""
     directory = WORK / f"sync_{files}"
     directory.mkdir(parents=True, exist_ok=True)
-    day = dt.date(2001, 1, 1)
+    day = dt.date(1901, 1, 1)  # 5 rounds x 2 runs x 1,000 days stay clear of 2024's names
     paths = []
     for k in range(files):
         path = directory / f"snapshot_{day + dt.timedelta(days=k):%Y%m%d}.csv"

@@ -25,7 +25,8 @@ from snapshots import store
 from snapshots.csvio.hashing import Hashed, hash_file
 from snapshots.csvio.header import Header
 from snapshots.csvio.names import snapshot_date
-from snapshots.engine.batch import BatchEnv, ProgressFor, batchable, import_batch, small_run
+from snapshots.engine.batch import import_batch
+from snapshots.engine.batch_plan import BatchEnv, ProgressFor, batchable, small_run
 from snapshots.engine.connections import Connections
 from snapshots.engine.context import LoadContext, Loaded, LoadJob, ProgressCallback
 from snapshots.engine.decide import judge
@@ -115,13 +116,20 @@ class Importer:
         while pending and not self.cancel.is_set() and not (stop and stop.is_set()):
             count = small_run(pending, self.options, self.parts) \
                 if batchable(self.options) else 0
-            # A batch appends to a table that is there: the first file creates it alone.
-            if count < 2 or not self._table_exists():
+            try:
+                # A batch appends to a table that is there: the first file creates it alone.
+                batch = count >= 2 and self._table_exists()
+                if batch:
+                    self.prepare()
+            except psycopg.Error:
+                if self.cancel.is_set():
+                    return
+                batch = False  # the one-file path meets the error again and says it
+            if not batch:
                 path = pending.pop(0)
                 yield self.import_file(path, known=known.get(path),
                                        progress=progress(path) if progress else None)
                 continue
-            self.prepare()
             run, pending = pending[:count], pending[count:]
             yield from import_batch(self._batch_env(known, stop), run, progress)
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from snapshots.engine.batch import BATCH_FILES
+from snapshots.engine.batch_plan import BATCH_FILES
 from snapshots.engine.target import merges
 from snapshots.importer import FileResult, Importer, ProgressCallback
 from snapshots.options import ImportOptions, default_jobs
@@ -104,6 +104,7 @@ def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str |
                                 cancel=stop, prehashed=prehashed)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             done.put(exc)
+            done.put(_WorkerDone())
             return
         importers.append(importer)
         try:
@@ -115,23 +116,25 @@ def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str |
                         break
                     for result in importer.import_many(chunk, progress=progress):
                         done.put(result)
+        except Exception as exc:  # cancelled between files, or the server went away
+            if not stop.is_set():
+                done.put(exc)
         finally:
             done.put(_WorkerDone())
 
     threads = [threading.Thread(target=work, name=f"import-{i}", daemon=True)
                for i in range(workers)]
-    for thread in threads:
-        thread.start()
     finished = 0
     error: BaseException | None = None
     try:
+        for thread in threads:
+            thread.start()
         while finished < len(threads):
             item = done.get()
             if isinstance(item, _WorkerDone):
                 finished += 1
             elif isinstance(item, BaseException):
-                finished += 1
-                error = item
+                error = item  # its _WorkerDone follows
             else:
                 yield item
     except BaseException:
@@ -142,7 +145,8 @@ def _parallel(conninfo: str, files: Sequence[Path], *, table: str, schema: str |
         for importer in importers:
             importer.cancel_now()
         for thread in threads:
-            thread.join(timeout=CANCEL_SECONDS)
+            if thread.is_alive():
+                thread.join(timeout=CANCEL_SECONDS)
         raise
     for thread in threads:
         thread.join()

@@ -34,7 +34,7 @@ from snapshots.dblink import (
     DatabaseLink,
     LedgerView,
 )
-from snapshots.engine.batch import BATCH_FILES, SMALL_FILE_BYTES, batchable
+from snapshots.engine.batch_plan import BATCH_FILES, SMALL_FILE_BYTES, batchable
 from snapshots.engine.result import FileResult
 from snapshots.errors import DatabaseUnavailable, InputError, InterruptedImport, UsageError
 from snapshots.filesig import FileSignature

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from helpers import Cli, finish, start_cli, wait_until
 
-from snapshots.engine.batch import BATCH_FILES
+from snapshots.engine.batch_plan import BATCH_FILES
 from snapshots.importer import Importer
 from snapshots.options import ImportOptions
 
@@ -51,11 +51,12 @@ def consistent(conn: psycopg.Connection) -> None:
     wrong = conn.execute(
         "SELECT i.id FROM snapshot_imports i LEFT JOIN (SELECT snapshot_id, count(*) AS n "
         "FROM snapshots GROUP BY 1) s ON s.snapshot_id = i.id "
-        "WHERE i.status = 'imported' AND i.row_count IS DISTINCT FROM coalesce(s.n, 0)"
+        "WHERE i.table_name = 'snapshots' AND i.status = 'imported' "
+        "AND i.row_count IS DISTINCT FROM coalesce(s.n, 0)"
     ).fetchall()
     assert wrong == []
-    twice = conn.execute("SELECT file_name FROM snapshot_imports WHERE status = 'imported' "
-                         "GROUP BY 1 HAVING count(*) > 1").fetchall()
+    twice = conn.execute("SELECT table_name, file_name FROM snapshot_imports "
+                         "WHERE status = 'imported' GROUP BY 1, 2 HAVING count(*) > 1").fetchall()
     assert twice == []
 
 
@@ -74,11 +75,57 @@ def test_a_directory_of_small_files_loads_in_few_transactions(cli: Cli) -> None:
                     "JOIN snapshots s ON s.snapshot_id = i.id GROUP BY 1, 2 ORDER BY 1")
     assert rows == [(f.name, 5, 5) for f in files]
     consistent(cli.conn)
-    # Each record's TOOK is its own load, not its batch's: its own start, and its end is
-    # the next file's start.
-    assert cli.scalar("SELECT count(DISTINCT started_at) FROM snapshot_imports") == len(files)
-    assert cli.scalar("SELECT count(*) FROM snapshot_imports a JOIN snapshot_imports b "
-                      "ON b.id = a.id + 1 AND a.finished_at = b.started_at") > len(files) // 2
+    # Runs of plain files share one COPY (engine.shared_copy): their rows were written by a
+    # few (sub)transactions, not one per file, and their records say when that COPY began.
+    assert cli.scalar("SELECT count(DISTINCT xmin::text) FROM snapshots") < len(files) // 4
+    assert cli.scalar("SELECT count(DISTINCT started_at) FROM snapshot_imports") < len(files) // 4
+    assert cli.scalar("SELECT count(*) FROM snapshot_imports WHERE finished_at < started_at") == 0
+
+
+TRICKY = {  # what a shared COPY must load exactly as a lone file's COPY does
+    "quotes": b'id,name,amount\n1,"a, ""b""",2.5\n2,"",3\n3,,4\n',
+    "crlf": b'id,name,amount\r\n4,crlf,1\r\n5,"x,y",2\r\n',
+    "crlf_too": b"id,name,amount\r\n14,crlf,1\r\n",
+    "no_final_newline": b"id,name,amount\n6,last,7",
+    "unicode": "id,name,amount\n9,Chloé Smörgås,1\n10,日本,2\n".encode(),
+    "quoted_newline": b'id,name,amount\n7,"two\nlines",8\n8,plain,9\n',
+    "crlf_in_a_field": b'id,name,amount\r\n13,"x\r\ny",2\r\n',
+    "header_only": b"id,name,amount\n",
+    "trailing_empty": b"id,name,amount\n11,,\n12,z,\n",
+}
+
+
+def test_tricky_files_load_in_a_batch_as_they_load_alone(cli: Cli) -> None:
+    together = cli.dir / "together"
+    together.mkdir()
+    plain = [snapshot(together, day) for day in range(1, 4)]  # the table, and plain files
+    names = [p.name for p in plain]
+    for day, content in enumerate(TRICKY.values(), start=10):
+        path = snapshot(together, day)
+        path.write_bytes(content)
+        names.append(path.name)
+    cli.run("import", "--jobs", "1", together)
+    for name in names:  # the same bytes, one file per run: the one-file path
+        cli.run("--table", "alone", "import", together / name)
+    query = ("SELECT i.file_name, t.id, t.name, t.amount, t.name IS NULL FROM {} t "
+             "JOIN snapshot_imports i ON i.id = t.snapshot_id ORDER BY 1, 2")
+    assert cli.rows(query.format("snapshots")) == cli.rows(query.format("alone"))
+    assert cli.scalar("SELECT count(*) FROM snapshots") == 3 * 5 + 14
+    assert cli.rows("SELECT name FROM snapshots WHERE id IN (7, 13) ORDER BY id") == \
+        [("two\nlines",), ("x\r\ny",)]
+    # The plain ones went in shared COPYs (one writer a run), the others alone.
+    writers = dict(cli.rows("SELECT i.file_name, min(t.xmin::text) FROM snapshots t "
+                            "JOIN snapshot_imports i ON i.id = t.snapshot_id GROUP BY 1"))
+    runs = [writers.get(n) for n in names[1:]]  # the first file made the table, alone
+    plain2, plain3, quotes, crlf, crlf_too, no_final, uni, newline, crlf_field, head, \
+        trailing = runs
+    assert plain2 == plain3 == quotes  # one COPY
+    assert crlf == crlf_too != quotes  # CRLF files go together, apart from LF ones
+    assert no_final == uni != crlf
+    assert len({uni, newline, crlf_field, trailing}) == 4  # line breaks in fields: alone
+    assert head is None  # header_only: no rows (it went with trailing_empty)
+    assert cli.conn is not None
+    consistent(cli.conn)
 
 
 def test_a_bad_file_in_a_batch_fails_alone(cli: Cli) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -90,18 +91,21 @@ def run_imports(conninfo: str, files: Sequence[Path], *, table: str, schema: str
                     bar.remove_task(task)
             return update
 
+        # Closed here, not whenever the interpreter gets round to it: on Ctrl-C the
+        # generator's workers must roll back and remove their claims before the exit.
+        loads = import_files(conninfo, files, table=table, schema=schema, options=options,
+                             jobs=jobs, progress=progress_for, prehashed=prehashed)
         try:
-            for result in import_files(conninfo, files, table=table, schema=schema,
-                                       options=options, jobs=jobs, progress=progress_for,
-                                       prehashed=prehashed):
-                results.append(result)
-                try:
-                    _print_result(result, quiet=quiet,
-                                  echo=bar.console.print if bar is not None else click.echo)
-                except BrokenPipeError:
-                    # Whoever read the lines is gone (`| head`): the loads go on, unprinted;
-                    # stopping here would leave a load half done for the next run to reap.
-                    quiet_stdout()
+            with contextlib.closing(loads):
+                for result in loads:
+                    results.append(result)
+                    try:
+                        _print_result(result, quiet=quiet,
+                                      echo=bar.console.print if bar is not None else click.echo)
+                    except BrokenPipeError:
+                        # Whoever read the lines is gone (`| head`): the loads go on, unprinted;
+                        # stopping here would leave a load half done for the next run to reap.
+                        quiet_stdout()
         except DatabaseUnavailable:
             if pushgateway:  # the dashboard must see this run too: database_up 0
                 from snapshots.metrics import push_database_down

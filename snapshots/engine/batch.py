@@ -18,221 +18,89 @@ them interrupted; a cancel rolls the open transaction back and removes its claim
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
-import os
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
 from snapshots import ledger_many
-from snapshots import schema as ddl
-from snapshots.csvio.hashing import Hashed
-from snapshots.csvio.header import Header
+from snapshots.engine import shared_copy
 from snapshots.engine.append import load_append
-from snapshots.engine.connections import Connections
-from snapshots.engine.context import LoadContext, LoadJob, ProgressCallback
-from snapshots.engine.decide import judge
+from snapshots.engine.batch_plan import (
+    BatchEnv,
+    BatchFile,
+    ProgressFor,
+    claim_files,
+    decide_files,
+    lock_names,
+    plan_file,
+    unplanned,
+)
+from snapshots.engine.context import Loaded, LoadJob
 from snapshots.engine.failure import fail, record_failure
-from snapshots.engine.header import file_header
 from snapshots.engine.result import FileResult, imported
 from snapshots.engine.savepoints import BatchTransaction
-from snapshots.engine.target import Target, resolve_target
 from snapshots.errors import InputError, InterruptedImport, SnapshotsError
-from snapshots.options import ImportOptions, worth_parts
 
 log = logging.getLogger("snapshots.importer")  # the engine's one logger name, as logs show it
 
-SMALL_FILE_BYTES = 1 << 20  # files up to this size share transactions
-BATCH_FILES = 64  # files (and name locks held) per batch
-BATCH_BYTES = 16 << 20
 # A transaction open this long commits after the file in flight: what a Ctrl-C or a kill
 # takes back, and how long a loaded file waits to become visible.
 BATCH_SECONDS = 0.5
 
-ProgressFor = Callable[[Path], ProgressCallback | None]
-
-
-@dataclass(frozen=True)
-class BatchEnv:
-    """What a batch needs of its importer."""
-
-    conns: Connections
-    schema: str
-    table: str
-    options: ImportOptions
-    cancel: threading.Event
-    imported_by: dict[str, Any]
-    hash: Callable[[LoadContext, Path, FileResult], Hashed | None]
-    one_file: Callable[[Path, tuple[str, int] | None, ProgressCallback | None], FileResult]
-    stop: threading.Event | None = None  # set: take no further file (sync is stopping)
-
-    def stopping(self) -> bool:
-        return self.cancel.is_set() or (self.stop is not None and self.stop.is_set())
-
-    @property
-    def conn(self) -> psycopg.Connection:
-        return self.conns.main
-
-
-def batchable(options: ImportOptions) -> bool:
-    """Append loads that fail a file on its first bad row: what a savepoint holds whole.
-    (Upserts merge one file at a time under a lock; --on-error skip stages its rows.)"""
-    return not options.dry_run and options.mode != "upsert" and options.on_error == "abort"
-
-
-def small_run(paths: Sequence[Path], options: ImportOptions, parts: int) -> int:
-    """How many of the first `paths` make one batch: small files of distinct names."""
-    names: set[str] = set()
-    total = 0
-    for count, path in enumerate(paths[:BATCH_FILES]):
-        try:
-            size = path.stat().st_size
-        except OSError:
-            return count
-        total += size
-        if size > SMALL_FILE_BYTES or total > BATCH_BYTES or path.name in names or \
-                worth_parts(options, path, size, parts) > 1:
-            return count
-        names.add(path.name)
-    return min(len(paths), BATCH_FILES)
-
-
-@dataclass
-class _File:
-    path: Path
-    result: FileResult
-    ctx: LoadContext
-    route: str = "batch"  # batch | one (the one-file path) | done (decided, nothing to load)
-    header: Header | None = None
-    detected: str = ""
-    target: Target | None = None
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def known(self) -> tuple[str, int] | None:
-        sha = self.result.sha256
-        return (sha, self.result.bytes) if sha is not None else None
 
 
 def import_batch(env: BatchEnv, paths: Sequence[Path],
                  progress: ProgressFor | None = None) -> Iterator[FileResult]:
     """Import `paths` (a `small_run`), yielding each result in their order."""
-    files = [_plan(env, path) for path in paths]
-    locked = _lock(env, files)
+    files = [plan_file(env, path) for path in paths]
+    locked: list[str] = []
     try:
-        _decide(env, files)
-        _claim(env, files)
+        try:
+            locked = lock_names(env, files)
+            decide_files(env, files)
+            claim_files(env, files)
+        except psycopg.Error as exc:  # the server went away, or a cancel, before any load
+            yield from unplanned(env, files, exc)
+            return
         yield from _load(env, files, progress)
     finally:
         if locked and not env.conn.closed and not env.conn.broken:
-            ledger_many.name_unlocks(env.conn, env.schema, env.table, locked)
+            with contextlib.suppress(psycopg.Error):
+                ledger_many.name_unlocks(env.conn, env.schema, env.table, locked)
 
 
-def _plan(env: BatchEnv, path: Path) -> _File:
-    result = FileResult(path=path, result="failed", file_name=path.name)
-    file = _File(path, result, LoadContext(env.conn, env.schema, env.table, env.options,
-                                           env.cancel))
-    try:
-        env.hash(file.ctx, path, result)
-    except SnapshotsError:
-        file.route = "one"  # it fails there, as it would alone
-    return file
-
-
-def _lock(env: BatchEnv, files: list[_File]) -> list[str]:
-    names = [f.path.name for f in files if f.route == "batch"]
-    locked = ledger_many.try_name_locks(env.conn, env.schema, env.table, names) \
-        if names else set()
-    for f in files:
-        if f.route == "batch" and f.path.name not in locked:
-            f.route = "one"  # another process holds it: wait for it, or say busy, there
-    if locked:
-        for import_id in ledger_many.reap_names(env.conn, env.schema, env.table, list(locked)):
-            log.warning("marked import #%s as interrupted: its process went away", import_id)
-    return sorted(locked)
-
-
-def _decide(env: BatchEnv, files: list[_File]) -> None:
-    """Skip, conflict, or load; then each file's dialect, header and target."""
-    batch = [f for f in files if f.route == "batch"]
-    if not batch:
-        return
-    records = ledger_many.imported_records(env.conn, env.schema, env.table,
-                                           [f.path.name for f in batch])
-    info = ddl.describe_table(env.conn, env.schema, env.table)
-    for f in batch:
-        try:
-            existing = judge(f.result, f.path, records.get(f.path.name),
-                             replace=env.options.replace)
-        except SnapshotsError as exc:  # a conflict
-            fail(f.result, exc, env.conn, env.cancel)
-            existing = None
-            f.route = "done"
-        if f.route == "done" or f.result.result == "skipped":
-            f.route = "done"
-            f.result.seconds = time.monotonic() - f.started
-        elif existing is not None:
-            f.route = "one"  # --replace: the earlier import's rows go in the same step
-        else:
-            try:
-                f.ctx, f.header, f.detected = file_header(f.ctx, f.path)
-                f.target = resolve_target(env.schema, env.table, info, env.options.mode,
-                                          f.header.names)
-            except SnapshotsError:
-                f.route = "one"  # its failed claim and error come from there
-                continue
-            if f.target.mode != "append" or f.target.info is None or \
-                    not f.target.info.has_snapshot_id:
-                f.route = "one"  # the first load creates the table; merges go alone
-    loading = [f for f in batch if f.route == "batch"]
-    if loading:
-        same = ledger_many.same_contents(env.conn, env.schema, env.table,
-                                         [(f.path.name, f.result.sha256 or "") for f in loading])
-        for f in loading:
-            f.result.same_content_as = same.get(f.path.name)
-
-
-def _claim(env: BatchEnv, files: list[_File]) -> None:
-    loading = [f for f in files if f.route == "batch"]
-    if not loading:
-        return
-    directories: dict[Path, str] = {}
-    ids = ledger_many.claims(env.conn, env.schema, env.table, [
-        (f.path.name, _resolved(f.path, directories), f.result.snapshot_date,  # type: ignore[misc]
-         f.result.sha256 or "", f.result.bytes) for f in loading], env.imported_by)
-    for f, import_id in zip(loading, ids, strict=True):
-        f.result.import_id = import_id
-
-
-def _resolved(path: Path, directories: dict[Path, str]) -> str:
-    """str(path.resolve()), as the one-file path records it, resolving a batch's directory
-    once rather than every file's (the file itself only when it is a link)."""
-    if path.is_symlink():
-        return str(path.resolve())
-    if path.parent not in directories:
-        directories[path.parent] = str(path.parent.resolve())
-    return os.path.join(directories[path.parent], path.name)
-
-
-def _load(env: BatchEnv, files: list[_File],
+def _load(env: BatchEnv, files: list[BatchFile],
           progress: ProgressFor | None) -> Iterator[FileResult]:
     """The files in order: the batch's in shared transactions, the others alone."""
     tx = BatchTransaction(env.conn, env.schema)
     done: list[FileResult] = []  # results waiting for their transaction's commit
-    uncommitted: list[_File] = []
+    uncommitted: list[BatchFile] = []
     for index, f in enumerate(files):
         if f.route == "done":
             done.append(f.result)
             continue
+        if f.route == "batch" and not env.stopping():
+            try:
+                _load_shared(env, tx, files[index:])
+            except BaseException:  # Ctrl-C: nothing of the batch stays, its claims go
+                tx.abort()
+                _abandon(env, [g for g in files if g.route in ("batch", "shared")], None)
+                raise
+        if f.route == "shared":  # loaded already, with the files around it
+            done.append(f.result)
+            uncommitted.append(f)
+            continue
         if f.route == "one" or env.stopping():
-            tx.commit()
+            if (lost := _commit(tx)) is not None:
+                yield from _give_up(env, tx, done, uncommitted, files[index:], lost)
+                return
             yield from done
             done, uncommitted = [], []
             if env.stopping():
@@ -249,18 +117,14 @@ def _load(env: BatchEnv, files: list[_File],
         except BaseException as exc:
             if not isinstance(exc, Exception) or _lost(env, exc):
                 # The open transaction is gone (or going): nothing of it stays.
-                tx.abort()
-                rest = files[index:]
-                _abandon(env, [*uncommitted, *(g for g in rest if g.route == "batch")], exc)
-                yield from done  # the uncommitted files' results say so now
+                yield from _give_up(env, tx, done, uncommitted, files[index:], exc)
                 if not isinstance(exc, Exception):
                     raise
-                for g in rest:
-                    yield env.one_file(g.path, g.known, None) if g.route == "one" \
-                        else g.result
                 return
             # This file's savepoint is rolled back; what loaded before it commits.
-            tx.commit()
+            if (lost := _commit(tx)) is not None:
+                yield from _give_up(env, tx, done, uncommitted, files[index:], lost)
+                return
             uncommitted = []
             error = _input_error(exc, f.path)
             record_failure(env.conns, env.schema, f.result.import_id or 0, error, env.cancel)
@@ -272,14 +136,90 @@ def _load(env: BatchEnv, files: list[_File],
         done.append(f.result)
         uncommitted.append(f)
         if tx.age() >= BATCH_SECONDS:
-            tx.commit()
+            if (lost := _commit(tx)) is not None:
+                yield from _give_up(env, tx, done, uncommitted, files[index + 1:], lost)
+                return
             yield from done
             done, uncommitted = [], []
-    tx.commit()
+    if (lost := _commit(tx)) is not None:
+        yield from _give_up(env, tx, done, uncommitted, [], lost)
+        return
     yield from done
 
 
-def _load_one(env: BatchEnv, tx: BatchTransaction, f: _File, progress: ProgressFor | None) -> None:
+def _commit(tx: BatchTransaction) -> psycopg.Error | None:
+    """Commit; the error, when the COMMIT (or what goes with it) fails: then nothing of the
+    transaction stays."""
+    try:
+        tx.commit()
+    except psycopg.Error as exc:
+        return exc
+    return None
+
+
+def _give_up(env: BatchEnv, tx: BatchTransaction, done: list[FileResult],
+             uncommitted: list[BatchFile], rest: Sequence[BatchFile],
+             exc: BaseException) -> Iterator[FileResult]:
+    """The open transaction is lost (a cancel, the connection, a failed COMMIT): nothing of
+    it stays, and every file not yet reported says why, in order."""
+    tx.abort()
+    _abandon(env, [*uncommitted, *(g for g in rest if g.route in ("batch", "shared"))], exc)
+    yield from done  # the uncommitted files' results say so now
+    for g in rest:
+        if g.route == "one":
+            if not env.stopping() and isinstance(exc, Exception):
+                yield env.one_file(g.path, g.known, None)
+        else:
+            yield g.result
+
+
+def _load_shared(env: BatchEnv, tx: BatchTransaction, files: list[BatchFile]) -> None:
+    """The run of plain files that `files` starts with in one COPY (engine.shared_copy), in
+    a savepoint of its own; when anything about it is wrong, nothing of it stays and its
+    files load one by one."""
+    run: list[tuple[BatchFile, shared_copy.Plain]] = []
+    for f in files:
+        if f.route == "done":
+            continue
+        if f.route != "batch" or env.stopping():
+            break
+        assert f.header is not None and f.target is not None and f.result.import_id is not None
+        try:
+            plain = shared_copy.prepare(f.ctx, f.path, f.header, f.target,
+                                        f.result.sha256 or "", f.result.import_id)
+        except Exception:
+            plain = None  # the one-file path meets it again and says it
+        if plain is None or (run and shared_copy.key(f.ctx, plain) !=
+                             shared_copy.key(run[0][0].ctx, run[0][1])):
+            break
+        run.append((f, plain))
+    if len(run) < 2:
+        return
+    tx.begin_file(run[0][0].result.import_id or 0)
+    try:
+        ok = shared_copy.copy_together(run[0][0].ctx, [plain for _f, plain in run])
+    except Exception:  # whatever it was, the one-file path meets it again and says it
+        ok = False
+    if not ok:
+        tx.rollback_file()
+        return
+    for f, plain in run:
+        f.route = "shared"
+        _loaded(env, tx, f, Loaded(plain.rows, 0, ""))
+
+
+def _loaded(env: BatchEnv, tx: BatchTransaction, f: BatchFile, loaded: Loaded) -> None:
+    """The file's rows are in: its record says so with the transaction's commit."""
+    def recorded(seconds: float) -> None:
+        f.result.seconds = seconds
+        imported(f.result, loaded, schema=env.schema, detected=f.detected, replaced=None)
+
+    assert f.result.import_id is not None
+    tx.file_loaded(f.result.import_id, loaded, f.result.same_content_as, recorded)
+
+
+def _load_one(env: BatchEnv, tx: BatchTransaction, f: BatchFile,
+              progress: ProgressFor | None) -> None:
     """One file in its savepoint: the rows, then (sent with what comes next) its record
     says `imported`."""
     assert f.header is not None and f.target is not None and f.result.import_id is not None
@@ -291,11 +231,7 @@ def _load_one(env: BatchEnv, tx: BatchTransaction, f: _File, progress: ProgressF
     except BaseException:
         tx.rollback_file()
         raise
-    def recorded(seconds: float) -> None:
-        f.result.seconds = seconds
-        imported(f.result, loaded, schema=env.schema, detected=f.detected, replaced=None)
-
-    tx.file_loaded(f.result.import_id, loaded, f.result.same_content_as, recorded)
+    _loaded(env, tx, f, loaded)
 
 
 def _lost(env: BatchEnv, exc: BaseException) -> bool:
@@ -305,7 +241,7 @@ def _lost(env: BatchEnv, exc: BaseException) -> bool:
         conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
 
 
-def _abandon(env: BatchEnv, files: Sequence[_File], exc: BaseException | None) -> None:
+def _abandon(env: BatchEnv, files: Sequence[BatchFile], exc: BaseException | None) -> None:
     """Files whose claims will not be loaded now: a cancel removes the claims (nothing was
     written), another error marks them failed, each file's result says why."""
     for f in files:

@@ -209,6 +209,35 @@ def mid_batch(conn: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
+def stopped_mid_batch(cli: Cli, procs: list[subprocess.Popen[str]],
+                      *args: str | Path) -> subprocess.Popen[str]:
+    """`snapshots ARGS` as a process, frozen (SIGSTOP) while batches have committed and
+    another one's claims are there, its statements in flight finished: the ledger cannot
+    move on until the test says what happens next (it sends a signal, then SIGCONT)."""
+    assert cli.conn is not None
+    conn = cli.conn
+    proc = start_cli("--database", cli.db_url, *args, env=cli.env)
+    procs.append(proc)
+
+    def settled() -> bool:  # only a COPY waiting for the frozen client's bytes runs on
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state = 'active' AND query NOT LIKE 'COPY%'"
+        ).fetchone()
+        return row == (0,)
+
+    for _ in range(50):
+        wait_until(lambda: mid_batch(conn) or proc.poll() is not None, timeout=120,
+                   message="some batches to commit and another to be loading")
+        assert proc.poll() is None, "the run finished before it could be stopped mid-batch"
+        proc.send_signal(signal.SIGSTOP)
+        wait_until(settled, timeout=30, message="the frozen client's statements to end")
+        if mid_batch(conn):
+            return proc
+        proc.send_signal(signal.SIGCONT)  # between two batches: once more
+    raise AssertionError("never caught a batch in flight")
+
+
 def first_file(directory: Path, cli: Cli) -> None:
     """The table exists first, so that every later file goes in batches."""
     first = sorted(directory.iterdir())[0]
@@ -220,11 +249,7 @@ def test_sigkill_in_the_middle_of_batches(cli: Cli, many: Path,
                                           procs: list[subprocess.Popen[str]]) -> None:
     assert cli.conn is not None
     first_file(many, cli)
-    proc = start_cli("--database", cli.db_url, "import", many, env=cli.env)
-    procs.append(proc)
-    wait_until(lambda: mid_batch(cli.conn) or proc.poll() is not None,  # type: ignore[arg-type]
-               timeout=120, message="some batches to commit and another to be loading")
-    assert proc.poll() is None, "the import finished before it could be killed"
+    proc = stopped_mid_batch(cli, procs, "import", many)
     proc.send_signal(signal.SIGKILL)
     assert finish(proc)[0] == -signal.SIGKILL
     consistent(cli.conn)
@@ -252,12 +277,9 @@ def test_sigint_in_the_middle_of_batches(cli: Cli, many: Path,
     (nothing failed), exit 130; the next run loads the rest."""
     assert cli.conn is not None
     first_file(many, cli)
-    proc = start_cli("--database", cli.db_url, "import", many, env=cli.env)
-    procs.append(proc)
-    wait_until(lambda: mid_batch(cli.conn) or proc.poll() is not None,  # type: ignore[arg-type]
-               timeout=120, message="some batches to commit and another to be loading")
-    assert proc.poll() is None, "the import finished before it could be interrupted"
+    proc = stopped_mid_batch(cli, procs, "import", many)
     proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
     code, _out, err = finish(proc)
     assert code == 130, err
     assert "Traceback" not in err
@@ -314,13 +336,9 @@ def test_sigterm_stops_a_sync_batch_after_the_file_in_flight(
     failed, nothing left importing), exit 0; the next run loads the rest, each once."""
     assert cli.conn is not None
     first_file(many, cli)
-    proc = start_cli("--database", cli.db_url, "sync", "--data-dir", many, "--settle", "0",
-                     env=cli.env)
-    procs.append(proc)
-    wait_until(lambda: mid_batch(cli.conn) or proc.poll() is not None,  # type: ignore[arg-type]
-               timeout=120, message="sync's batches to be loading")
-    assert proc.poll() is None, "sync finished the directory before it could be stopped"
+    proc = stopped_mid_batch(cli, procs, "sync", "--data-dir", many, "--settle", "0")
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     code, _out, err = finish(proc)
     assert code == 0, err
     consistent(cli.conn)

@@ -262,6 +262,14 @@ def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """An empty directory for sync to watch."""
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
 def cli(db_url: str, cli_env: dict[str, str], tmp_path: Path,
         db_conn: psycopg.Connection) -> Cli:
     """The CLI harness: `cli.run(...)` in process, `cli.process(...)` as a real process,

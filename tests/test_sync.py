@@ -218,13 +218,6 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "data"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def staging(tmp_path: Path) -> Path:
     path = tmp_path / "staging"
     path.mkdir()

@@ -128,13 +128,6 @@ class Loop:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "data"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def start_loop(db_url: str, data_dir: Path) -> Iterator[Callable[..., Loop]]:
     started: list[Loop] = []
 

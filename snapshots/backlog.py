@@ -111,9 +111,16 @@ class Memory:
                 del table[gone]
         self.failed &= set(self.done)
 
-    def triage(self, rel: str, seen: FileSignature, sha256: str,
+    def triage(self, rel: str, seen: FileSignature, sha256: str | None,
                state: SnapshotState | None, *, replace: bool) -> Verdict:
-        imported = state.sha256 if state is not None and state.status == "imported" else None
+        """`sha256` None: not hashed, as a name the ledger has never seen need not be (there
+        is nothing to compare it with: the import hashes it)."""
+        refused = self.reported.get(rel) == (seen, "refused")
+        if state is None:
+            # Refused before any record was written: wait for a change.
+            return Verdict.QUIET if refused else Verdict.LOAD
+        assert sha256 is not None
+        imported = state.sha256 if state.status == "imported" else None
         verdict = decide(imported, sha256, replace=replace)
         if verdict is Decision.SKIP:
             return Verdict.SKIP
@@ -121,18 +128,15 @@ class Memory:
             # Reported already: quiet; a rescan looks again (after a forget, say).
             return Verdict.QUIET if self.reported.get(rel) == (seen, "conflict") \
                 else Verdict.CONFLICT
-        if state is not None and state.status == "forgotten" and state.sha256 == sha256 \
-                and not state.retry_requested:
+        if state.status == "forgotten" and state.sha256 == sha256 and not state.retry_requested:
             # Forgotten by hand or --retention-days: the file staying in the directory must
             # not bring it back. `snapshots import` still can.
             return Verdict.FORGOTTEN
-        tried_here = self.attempted.get(rel) == seen and not (state and state.explicit_retry)
-        if state is not None and state.status == "failed" and state.sha256 == sha256 \
+        tried_here = self.attempted.get(rel) == seen and not state.explicit_retry
+        if state.status == "failed" and state.sha256 == sha256 \
                 and (not state.retry_requested or tried_here):
             return Verdict.STILL_FAILED
-        if self.reported.get(rel) == (seen, "refused"):
-            return Verdict.QUIET  # refused before any record was written: wait for a change
-        return Verdict.LOAD
+        return Verdict.QUIET if refused else Verdict.LOAD
 
 
 class Backlog:
@@ -210,19 +214,24 @@ class Backlog:
         if self.deadline is None or deadline < self.deadline:
             self.deadline = deadline
 
-    def next_ready(self) -> tuple[str, FileSignature] | None:
-        """The first ready file in load order that still needs a look, or None."""
+    def next_ready(self, max_size: int | None = None) -> tuple[str, FileSignature] | None:
+        """The first ready file in load order that still needs a look, or None (also when
+        that file is larger than `max_size`: it stays first in line)."""
         while self.ready:
-            _key, rel = heapq.heappop(self.ready)
+            _key, rel = self.ready[0]
             seen = self.listing.get(rel)
             if seen is None or self.memory.done.get(rel) == seen or rel in self.dispatched:
+                heapq.heappop(self.ready)
                 continue
+            if max_size is not None and seen.size > max_size:
+                return None
+            heapq.heappop(self.ready)
             return rel, seen
         return None
 
     # -- outcomes
 
-    def triage(self, rel: str, seen: FileSignature, sha256: str,
+    def triage(self, rel: str, seen: FileSignature, sha256: str | None,
                state: SnapshotState | None, *, replace: bool) -> Verdict:
         return self.memory.triage(rel, seen, sha256, state, replace=replace)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psycopg
 
+from snapshots import hashmemory, store
 from snapshots import schema as ddl
-from snapshots import store
 from snapshots.config import connect, first_line
 from snapshots.csvio.hashing import sha256_file
 from snapshots.engine.target import merges
@@ -40,7 +40,8 @@ class LedgerView:
         self.conn = conn
         self.schema = schema
         self.table = table
-        self.memory = store.hashed_files(conn, schema, table)
+        self.memory = hashmemory.hashed_files(conn, schema, table)
+        self._unsaved: dict[str, hashmemory.FileMemory] = {}
         self._states: dict[str, store.SnapshotState] | None = None
         self._shape: tuple[bool, bool] | None = None
 
@@ -63,19 +64,36 @@ class LedgerView:
     def table_created(self) -> None:
         self._shape = None  # the first file may have created the table
 
-    def sha256(self, rel: str, seen: FileSignature, path: Path) -> str | None:
-        """The file's hash, remembered or read (and remembered); None when it is still
-        changing. Raises OSError when it cannot be read."""
+    def remembered(self, rel: str, seen: FileSignature) -> str | None:
+        """The file's hash when these bytes were hashed before, or None."""
         memory = self.memory.get(rel)
         if memory is not None and (memory.size_bytes, memory.mtime_ns, memory.inode) == seen:
             return memory.sha256
+        return None
+
+    def sha256(self, rel: str, seen: FileSignature, path: Path) -> str | None:
+        """The file's hash, remembered or read (and remembered); None when it is still
+        changing. Raises OSError when it cannot be read."""
+        sha = self.remembered(rel, seen)
+        if sha is not None:
+            return sha
         sha, size = sha256_file(path)  # the only place sync reads a file's bytes
         if size != seen.size:
             return None
-        memory = store.FileMemory(seen.size, seen.mtime_ns, seen.inode, sha)
-        store.remember_hash(self.conn, self.schema, self.table, rel, memory)
-        self.memory[rel] = memory
+        self.learn(rel, seen, sha)
         return sha
+
+    def learn(self, rel: str, seen: FileSignature, sha: str) -> None:
+        """Remember a hash (one an import found, say), to be written with the next save."""
+        if self.remembered(rel, seen) != sha:
+            memory = hashmemory.FileMemory(seen.size, seen.mtime_ns, seen.inode, sha)
+            self.memory[rel] = self._unsaved[rel] = memory
+
+    def save(self) -> None:
+        """Write the hashes read since the last save, in one statement."""
+        if self._unsaved:
+            hashmemory.remember_hashes(self.conn, self.schema, self.table, self._unsaved)
+            self._unsaved = {}
 
 
 class DatabaseLink:

@@ -26,7 +26,7 @@ from snapshots.csvio.hashing import Hashed, hash_file
 from snapshots.csvio.header import Header
 from snapshots.csvio.names import snapshot_date
 from snapshots.engine.batch import import_batch
-from snapshots.engine.batch_plan import BatchEnv, ProgressFor, batchable, small_run
+from snapshots.engine.batch_plan import BatchEnv, ProgressFor, small_run
 from snapshots.engine.connections import Connections
 from snapshots.engine.context import LoadContext, Loaded, LoadJob, ProgressCallback
 from snapshots.engine.decide import judge
@@ -42,7 +42,7 @@ from snapshots.errors import (
     InputError,
     UsageError,
 )
-from snapshots.options import ImportOptions, worth_parts
+from snapshots.options import ImportOptions, batchable, worth_parts
 from snapshots.prehash import Prehasher
 
 __all__ = ["FileResult", "ImportOptions", "Importer", "ProgressCallback"]
@@ -104,7 +104,7 @@ class Importer:
 
     def import_many(self, paths: Sequence[Path], *,
                     progress: ProgressFor | None = None,
-                    known: Mapping[Path, tuple[str, int]] | None = None,
+                    known: Mapping[Path, tuple[str, int] | None] | None = None,
                     stop: threading.Event | None = None) -> Iterator[FileResult]:
         """Import files in the order given, yielding each result; runs of small files
         share transactions (snapshots.engine.batch), the others go one by one. `known`:
@@ -136,12 +136,13 @@ class Importer:
     def _table_exists(self) -> bool:
         return ddl.describe_table(self.conn, self.schema, self.table) is not None
 
-    def _batch_env(self, known: Mapping[Path, tuple[str, int]],
+    def _batch_env(self, known: Mapping[Path, tuple[str, int] | None],
                    stop: threading.Event | None) -> BatchEnv:
         return BatchEnv(
             self._conns, self.schema, self.table, self.options, self.cancel,
             store.provenance(self.options.origin, self._role or None),
-            hash=lambda ctx, path, result: self._hash(ctx, path, result, known.get(path), 1),
+            hash=lambda ctx, path, result, read: self._hash(ctx, path, result,
+                                                            known.get(path), 1, read),
             one_file=lambda path, sha, progress: self.import_file(
                 path, known=sha, progress=progress),
             stop=stop)
@@ -200,8 +201,10 @@ class Importer:
                 store.name_unlock(self.conn, self.schema, self.table, path.name)
 
     def _hash(self, ctx: LoadContext, path: Path, result: FileResult,
-              known: tuple[str, int] | None, parts: int) -> Hashed | None:
-        """The file's sha256 and size (and, hashed here, the cut points of its parts)."""
+              known: tuple[str, int] | None, parts: int,
+              read: tuple[bytes, str] | None = None) -> Hashed | None:
+        """The file's sha256 and size (and, hashed here, the cut points of its parts).
+        `read`: the bytes and hash of a small file a batch read whole."""
         opts = ctx.options
         if not path.is_file():
             raise InputError("not a readable file", file=path)
@@ -211,6 +214,9 @@ class Importer:
                 f"{path.name}: no YYYYMMDD date in the name; snapshot_date stays empty")
         if known:
             result.sha256, result.bytes = known
+            return None
+        if read is not None:
+            result.sha256, result.bytes = read[1], len(read[0])
             return None
         try:
             hashed = self.prehashed.take(path) if self.prehashed else None

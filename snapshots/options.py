@@ -96,6 +96,21 @@ def unescape_delimiter(value: str) -> str:
     return {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(value, value)
 
 
+SMALL_FILE_BYTES = 1 << 20  # files up to this size share transactions (engine.batch)
+
+
+def batchable(options: ImportOptions) -> bool:
+    """Append loads that fail a file on its first bad row: what a savepoint holds whole.
+    (Upserts merge one file at a time under a lock; --on-error skip stages its rows.)"""
+    return not options.dry_run and options.mode != "upsert" and options.on_error == "abort"
+
+
+def read_whole(options: ImportOptions, size: int) -> bool:
+    """Whether a file of `size` bytes would load in a batch, which reads it whole and
+    hashes it itself (csvio.hashing.read_hashed): nothing to hash ahead of it."""
+    return batchable(options) and size <= SMALL_FILE_BYTES
+
+
 def worth_parts(options: ImportOptions, path: Path, size: int, most: int) -> int:
     """How many parts a file of `size` bytes would load in, given at most `most` connections
     (1: one stream). Only large uncompressed files into an existing table in the plain mode

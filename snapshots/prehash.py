@@ -37,12 +37,15 @@ class Prehasher:
     """Hashes `paths` in order in a thread of its own; `take(path)` hands a result over.
 
     `parts(path, size)` says how many parts a file would be cut into, so the cut points are
-    found while it is hashed (see csvio.hashing.hash_file).
+    found while it is hashed (see csvio.hashing.hash_file). `skip(size)` says which files
+    are left to the import, which reads them whole itself (options.read_whole).
     """
 
     def __init__(self, paths: Sequence[Path], *, parts: Callable[[Path, int], int],
-                 options: CsvOptions, ahead: int = 1, ahead_bytes: int = AHEAD_BYTES) -> None:
+                 options: CsvOptions, ahead: int = 1, ahead_bytes: int = AHEAD_BYTES,
+                 skip: Callable[[int], bool] = lambda _size: False) -> None:
         self._waiting = dict.fromkeys(paths)  # in import order, not yet started
+        self._skip = skip  # by size: files the import reads whole itself
         # The one hash of a file, with its cut points (check() stops it once closed).
         self._hash_file: Callable[[Path, Callable[[], None]], Hashed] = \
             lambda path, check: hash_file(path, options, lambda size: parts(path, size), check)
@@ -119,15 +122,19 @@ class Prehasher:
                 del self._waiting[path]
                 self._current = path
                 self._cond.notify_all()
+            result: Hashed | None = None
+            skipped = False
             try:
-                result: Hashed | None = self._hash(path)
+                skipped = self._skip(path.stat().st_size)
+                result = None if skipped else self._hash(path)
             except (OSError, _Closed):
                 result = None  # the importer reads the file itself and reports what it finds
             except Exception:
                 log.debug("hashing %s ahead failed", path, exc_info=True)
                 result = None
             with self._cond:
-                self._results[path] = result
+                if not skipped:  # (a skipped file's take finds nothing: it is hashed there)
+                    self._results[path] = result
                 self._held_bytes += result.size if result is not None else 0
                 self._current = None
                 self._cond.notify_all()

@@ -350,33 +350,6 @@ def snapshot_states(conn: psycopg.Connection, schema: str, table: str) -> dict[s
     return {r[0]: SnapshotState(r[1], r[2], bool(r[3]), bool(r[4]), r[5]) for r in rows}
 
 
-@dataclass(frozen=True)
-class FileMemory:
-    size_bytes: int
-    mtime_ns: int
-    inode: int
-    sha256: str
-
-
-def hashed_files(conn: psycopg.Connection, schema: str, table: str) -> dict[str, FileMemory]:
-    """sync's memory of what it hashed, so a restart reads none of those bytes again."""
-    rows = conn.execute(sql.SQL(
-        "SELECT path, size_bytes, mtime_ns, inode, sha256 FROM {} WHERE table_name = %s").format(
-        sql.Identifier(schema, "snapshot_files")), (table,)).fetchall()
-    return {r[0]: FileMemory(r[1], r[2], r[3], r[4]) for r in rows}
-
-
-def remember_hash(conn: psycopg.Connection, schema: str, table: str, path: str,
-                  memory: FileMemory) -> None:
-    conn.execute(sql.SQL(
-        "INSERT INTO {} (table_name, path, size_bytes, mtime_ns, inode, sha256) "
-        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (table_name, path) DO UPDATE SET "
-        "size_bytes = EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, "
-        "inode = EXCLUDED.inode, sha256 = EXCLUDED.sha256, hashed_at = now()").format(
-        sql.Identifier(schema, "snapshot_files")),
-        (table, path, memory.size_bytes, memory.mtime_ns, memory.inode, memory.sha256))
-
-
 def request_retry(conn: psycopg.Connection, schema: str, table: str, *,
                   names: Sequence[str] = (), all_failed: bool = False) -> list[Record]:
     """Flag the latest failed attempt of each name so sync tries it again.

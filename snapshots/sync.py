@@ -15,6 +15,7 @@ importer pool and connection budget), `summary` (each outcome counted and logged
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -34,13 +35,13 @@ from snapshots.dblink import (
     DatabaseLink,
     LedgerView,
 )
-from snapshots.engine.batch_plan import BATCH_FILES, SMALL_FILE_BYTES, batchable
+from snapshots.engine.batch_plan import BATCH_FILES
 from snapshots.engine.result import FileResult
 from snapshots.errors import DatabaseUnavailable, InputError, InterruptedImport, UsageError
 from snapshots.filesig import FileSignature
 from snapshots.importer import Importer
 from snapshots.metrics import Metrics
-from snapshots.options import ImportOptions
+from snapshots.options import SMALL_FILE_BYTES, ImportOptions, batchable
 from snapshots.output import plural
 from snapshots.scan import DEFAULT_PATTERNS, IGNORED, list_files, start_watcher
 from snapshots.summary import SUMMARY_LIMIT, Summary, report_outcome, report_still_failed
@@ -224,11 +225,15 @@ class SyncService:
                 limit = 0
             # Small files into a table that is there go to a worker in runs that share
             # transactions (engine.batch), as `import DIR` loads them.
-            batch: list[tuple[str, Path, tuple[str, int]]] | None = \
+            batch: list[tuple[str, Path, tuple[str, int] | None]] | None = \
                 [] if exists and not merges and batchable(options.import_options) else None
-            while self.pool.loads() < limit and self.pool.free() > 0 \
-                    and not self.stop_event.is_set():
-                file = backlog.next_ready()
+            while not self.stop_event.is_set():
+                room = self.pool.loads() < limit and self.pool.free() > 0
+                # No room: small files still make the next batch, to wait ahead of the one
+                # loading (workers.ImporterPool), so hashing them overlaps its load.
+                if not room and not (batch is not None and self.pool.ahead_room()):
+                    break
+                file = backlog.next_ready(None if room else SMALL_FILE_BYTES)
                 if file is None:
                     break
                 self._consider(ledger, *file, batch=batch)
@@ -239,6 +244,7 @@ class SyncService:
                     batch = []
             if batch:
                 self.pool.submit_batch(batch, self.stop_event)
+            ledger.save()  # the hashes read in this pass, one statement
         self.chores.gauges(backlog)
         self.chores.retention(ledger)
         return backlog.idle
@@ -257,31 +263,35 @@ class SyncService:
             return None
 
     def _consider(self, ledger: LedgerView, rel: str, seen: FileSignature, *,
-                  batch: list[tuple[str, Path, tuple[str, int]]] | None = None) -> None:
+                  batch: list[tuple[str, Path, tuple[str, int] | None]] | None = None) -> None:
         """Decide what to do with a settled file; dispatch it when it needs importing (a
         small one joins `batch`, when given, for the caller to dispatch)."""
         path = self.options.data_dir / rel
+        state = ledger.state(path.name)
         try:
-            sha = ledger.sha256(rel, seen, path)
+            # A name the ledger has never seen loads whatever its bytes: the import hashes
+            # them (and its result tells the hash to remember), this loop reads nothing.
+            sha = ledger.remembered(rel, seen) if state is None \
+                else ledger.sha256(rel, seen, path)
         except OSError as exc:
             # Unreadable (permissions, say): a failure of this signature, looked at again
             # with the other failures, so a --once run ends and says so.
             self._settle(rel, seen, outcome(path, "failed", f"cannot read: {exc}"))
             return
-        if sha is None:
+        if sha is None and state is not None:
             self.backlog.invalidate()  # still changing; the next listing sees how
             return
-        state = ledger.state(path.name)
         verdict = self.backlog.triage(rel, seen, sha, state,
                                       replace=self.options.import_options.replace)
         if verdict is Verdict.LOAD:
             self.backlog.dispatch(rel, seen)
             parts = share(self.options.import_options, path, seen.size,
                           free=self.pool.free(), waiting=len(self.backlog.ready))
+            known = (sha, seen.size) if sha is not None else None
             if batch is not None and parts == 1 and seen.size <= SMALL_FILE_BYTES:
-                batch.append((rel, path, (sha, seen.size)))
+                batch.append((rel, path, known))
             else:
-                self.pool.submit(rel, path, (sha, seen.size), parts)
+                self.pool.submit(rel, path, known, parts)
         elif verdict is Verdict.SKIP or verdict is Verdict.FORGOTTEN:
             detail = "already imported" if verdict is Verdict.SKIP else "forgotten"
             self._settle(rel, seen, outcome(path, "skipped", detail, sha), quiet=True)
@@ -338,6 +348,9 @@ class SyncService:
     def _settle(self, rel: str, seen: FileSignature, result: FileResult, *,
                 quiet: bool = False, report: str | None = None) -> None:
         """A final outcome for these bytes: count it, log it, don't look at it again."""
+        if result.sha256 is not None and result.bytes == seen.size and \
+                self.link.ledger is not None:
+            self.link.ledger.learn(rel, seen, result.sha256)  # hashed by the import
         self.backlog.settle(rel, seen, failed=result.result in ("failed", "conflict"),
                             report=report)
         report_outcome(result, self.metrics, self.summary, quiet=quiet)
@@ -361,6 +374,9 @@ class SyncService:
             self.summary.interrupted = True
             self._collect()
         self.pool.close()
+        if self.link.ledger is not None:
+            with contextlib.suppress(*LOST):  # a cache: the next run reads those files again
+                self.link.ledger.save()
         self.link.close()
 
 

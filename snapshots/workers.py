@@ -11,6 +11,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from snapshots.engine.result import FileResult
@@ -22,11 +23,24 @@ from snapshots.options import ImportOptions, worth_parts
 def share(options: ImportOptions, path: Path, size: int, *, free: int, waiting: int) -> int:
     """Connections a file may load over: a large file alone may take all that are free for
     its parts; files waiting behind it get a fair share, so several still load side by side."""
+    free = max(1, free)  # none free: a file waiting ahead of a batch still loads in one
     return worth_parts(options, path, size, max(1, free // (1 + min(waiting, free - 1))))
 
 
 class NotTaken(Exception):
     """A file of a batch the worker stopped before (sync is stopping): not an outcome."""
+
+
+@dataclass
+class _Batch:
+    files: list[tuple[str, Path, tuple[str, int] | None]]
+    futures: dict[Path, Future[FileResult]]
+    stop: threading.Event
+
+    def not_taken(self) -> None:
+        for future in self.futures.values():
+            if not future.done():
+                future.set_exception(NotTaken())
 
 
 class ImporterPool:
@@ -43,22 +57,29 @@ class ImporterPool:
         self._busy: dict[int, Importer] = {}  # by worker thread: cancelled from the loop
         self._lock = threading.Lock()
         self._in_flight: dict[str, tuple[Future[FileResult], int]] = {}  # (result, connections)
-        self._tasks: dict[Future[None], list[str]] = {}  # batches on a worker: their files
+        self._tasks: set[Future[None]] = set()  # batch workers' tasks
+        self._ahead: list[_Batch] = []  # batches waiting for a batch worker to go on with
+        self._batch_workers = 0  # workers loading batches (and going on with those ahead)
+        self._batched: set[str] = set()  # files in flight in a batch, running or ahead
 
     def __len__(self) -> int:
         return len(self._in_flight)
 
     def loads(self) -> int:
-        """Loads in flight: a batch of small files is one."""
-        for task in [t for t in self._tasks if t.done()]:
-            del self._tasks[task]
-        batched = sum(rel in self._in_flight for rels in self._tasks.values() for rel in rels)
-        return len(self._in_flight) - batched + len(self._tasks)
+        """Loads in flight: a batch of small files is one, and so are those waiting ahead
+        of it for its worker."""
+        self._tasks = {t for t in self._tasks if not t.done()}
+        return sum(rel not in self._batched for rel in self._in_flight) + len(self._tasks)
 
     def free(self) -> int:
-        return self.jobs - sum(connections for _f, connections in self._in_flight.values())
+        with self._lock:
+            return self._free()
 
-    def submit(self, rel: str, path: Path, known: tuple[str, int], parts: int) -> None:
+    def _free(self) -> int:
+        return self.jobs - self._batch_workers - sum(
+            connections for _f, connections in self._in_flight.values())
+
+    def submit(self, rel: str, path: Path, known: tuple[str, int] | None, parts: int) -> None:
         """Import `path` over `parts` connections, its hash and size known already."""
 
         def work() -> FileResult:
@@ -80,49 +101,97 @@ class ImporterPool:
         future.add_done_callback(lambda _f: self._wake())
         self._in_flight[rel] = (future, parts)
 
-    def submit_batch(self, files: list[tuple[str, Path, tuple[str, int]]],
+    def submit_batch(self, files: list[tuple[str, Path, tuple[str, int] | None]],
                      stop: threading.Event) -> None:
         """Import small files in order on one worker and one connection, sharing
         transactions (Importer.import_many); each file's result is its own future. `stop`
-        set, the worker takes no further file of them."""
+        set, the worker takes no further file of them. While a batch is loading, the next
+        ones (up to one per job) wait ahead, for a worker to go on with on its connection:
+        the loop hashes and sorts them while the worker loads."""
         if len(files) == 1:
             self.submit(*files[0], parts=1)
             return
         futures: dict[Path, Future[FileResult]] = {path: Future() for _rel, path, _k in files}
         for future in futures.values():
             future.set_running_or_notify_cancel()
+        batch = _Batch(files, futures, stop)
+        with self._lock:
+            ahead = self._batch_workers > 0 and self._free() <= 0
+            if ahead:
+                self._ahead.append(batch)
+            else:
+                self._batch_workers += 1
+        if not ahead:
+            self._start_batches(batch)
+        for rel, path, _known in files:
+            # A batch's connection is its worker's (see free), whichever batch it is on.
+            self._in_flight[rel] = (futures[path], 0)
+            self._batched.add(rel)
 
-        def work() -> None:
-            importer = self._take()
+    def ahead_room(self) -> bool:
+        """Whether a batch submitted now would wait ahead rather than want a connection."""
+        with self._lock:
+            return self._batch_workers > 0 and self._free() <= 0 and \
+                len(self._ahead) < self.jobs
+
+    def _start_batches(self, first: _Batch) -> None:
+        task = self._executor.submit(self._work_batches, first)
+        task.add_done_callback(lambda _f: self._wake())
+        self._tasks.add(task)
+
+    def _work_batches(self, batch: _Batch) -> None:
+        importer = self._take()
+        with self._lock:
+            self._busy[threading.get_ident()] = importer
+        current: _Batch | None = batch
+        try:
+            while current is not None:
+                self._load_batch(importer, current)
+                current = self._next_batch(current.stop)
+        finally:
             with self._lock:
-                self._busy[threading.get_ident()] = importer
-            try:
-                for result in importer.import_many(
-                        [path for _rel, path, _k in files],
-                        known={path: known for _rel, path, known in files}, stop=stop):
-                    futures[result.path].set_result(result)
-            except BaseException as exc:
-                for future in futures.values():
-                    if not future.done():
-                        future.set_exception(exc)
-                raise
-            finally:
-                with self._lock:
-                    self._busy.pop(threading.get_ident(), None)
-                for future in futures.values():
-                    if not future.done():  # stopped before its turn: not taken
-                        future.set_exception(NotTaken())
+                self._busy.pop(threading.get_ident(), None)
+                if current is not None:  # this worker failed: another goes on with the rest
+                    current = self._ahead.pop(0) if self._ahead else None
+                    if current is None:
+                        self._batch_workers -= 1
+            if current is not None:
+                self._start_batches(current)
             if importer.conn.broken:
                 importer.close()
             else:
                 self._idle.put(importer)
 
-        task = self._executor.submit(work)
-        task.add_done_callback(lambda _f: self._wake())
-        for index, (rel, path, _known) in enumerate(files):
-            # The batch holds one connection: counted once, on its first file.
-            self._in_flight[rel] = (futures[path], 1 if index == 0 else 0)
-        self._tasks[task] = [rel for rel, _p, _k in files]
+    def _next_batch(self, stop: threading.Event) -> _Batch | None:
+        """The batch waiting ahead, or None (this worker is done with batches). Stopping, the
+        batches waiting are not taken."""
+        with self._lock:
+            if stop.is_set() or self.cancel_event.is_set():
+                dropped, self._ahead = self._ahead, []
+            else:
+                dropped = []
+                if self._ahead:
+                    self._wake()  # room ahead again: the loop may queue the next
+                    return self._ahead.pop(0)
+            self._batch_workers -= 1
+        for batch in dropped:
+            batch.not_taken()
+        return None
+
+    @staticmethod
+    def _load_batch(importer: Importer, batch: _Batch) -> None:
+        try:
+            for result in importer.import_many(
+                    [path for _rel, path, _k in batch.files],
+                    known={path: known for _rel, path, known in batch.files}, stop=batch.stop):
+                batch.futures[result.path].set_result(result)
+        except BaseException as exc:
+            for future in batch.futures.values():
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        finally:
+            batch.not_taken()  # stopped before their turn
 
     def _take(self) -> Importer:
         try:
@@ -135,6 +204,7 @@ class ImporterPool:
         for rel, (future, _connections) in list(self._in_flight.items()):
             if future.done():
                 del self._in_flight[rel]
+                self._batched.discard(rel)
                 yield rel, future
 
     def drop_idle(self) -> None:

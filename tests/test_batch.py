@@ -349,3 +349,50 @@ def test_sigterm_stops_a_sync_batch_after_the_file_in_flight(
     consistent(cli.conn)
     assert imported_count(cli.conn) == MANY
     assert cli.scalar("SELECT count(*) FROM snapshots") == MANY * 20
+
+
+def test_batches_queued_behind_a_loading_one_go_on_its_connection(cli: Cli,
+                                                                  tmp_path: Path) -> None:
+    """sync's pool with one job: the batches submitted while one loads wait ahead of it and
+    run on the same worker and connection, in order; none is lost, none loads twice."""
+    import threading
+
+    from snapshots.workers import ImporterPool
+
+    incoming = tmp_path / "ahead"
+    incoming.mkdir()
+    paths = [snapshot(incoming, day) for day in range(1, 1 + 4 * 10)]
+    first_file(incoming, cli)
+    made: list[Importer] = []
+
+    def new_importer(cancel: threading.Event) -> Importer:
+        made.append(Importer(cli.db_url, table="snapshots", cancel=cancel,
+                             options=ImportOptions(origin="sync", wait_for_busy=False)))
+        return made[-1]
+
+    woken = threading.Event()
+    pool = ImporterPool(new_importer, jobs=1, wake=woken.set)
+    stop = threading.Event()
+    try:
+        files = [(p.name, p, None) for p in paths[1:]]
+        pool.submit_batch(files[:10], stop)
+        assert pool.free() == 0 and pool.loads() == 1
+        queued = 0
+        for start in range(10, len(files), 10):
+            if pool.ahead_room():
+                queued += 1
+            pool.submit_batch(files[start:start + 10], stop)
+        assert queued >= 1, "no batch waited ahead of the loading one"
+        assert pool.loads() == 1, "a batch waiting ahead is not a load of its own"
+        results: dict[str, str] = {}
+        wait_until(lambda: (results.update({rel: f.result().result
+                                            for rel, f in pool.finished()}),
+                            len(results) == len(files))[1], 60,
+                   message="every batch to finish")
+    finally:
+        pool.close()
+    assert set(results.values()) == {"imported"}
+    assert len(made) == 1, "a batch waiting ahead took a connection of its own"
+    assert cli.conn is not None
+    consistent(cli.conn)
+    assert imported_count(cli.conn) == len(paths)

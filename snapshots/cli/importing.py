@@ -56,13 +56,14 @@ def import_cmd(ctx: click.Context, paths: tuple[Path, ...], database: str | None
     if not files:
         raise UsageError("no .csv or .csv.gz files found in " + ", ".join(map(str, paths)))
     opts = loading_options_from(options)
-    from snapshots.options import default_jobs, worth_parts
+    from snapshots.options import default_jobs, read_whole, worth_parts
     from snapshots.prehash import Prehasher
 
     jobs = options["jobs"] or default_jobs()
     # Hashing starts now, while the database driver loads and the server is reached.
     with Prehasher(files, parts=lambda path, size: worth_parts(opts, path, size, jobs),
-                   options=opts.csv, ahead=jobs) as prehashed:
+                   options=opts.csv, ahead=jobs,
+                   skip=lambda size: read_whole(opts, size)) as prehashed:
         conninfo = connect_target(settings)
         code = run_imports(conninfo, files, table=settings.table_name, schema=settings.schema,
                            options=opts, jobs=jobs, pushgateway=options["pushgateway"],

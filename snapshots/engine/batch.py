@@ -186,7 +186,7 @@ def _load_shared(env: BatchEnv, tx: BatchTransaction, files: list[BatchFile]) ->
         assert f.header is not None and f.target is not None and f.result.import_id is not None
         try:
             plain = shared_copy.prepare(f.ctx, f.path, f.header, f.target,
-                                        f.result.sha256 or "", f.result.import_id)
+                                        f.result.sha256 or "", f.result.import_id, f.data)
         except Exception:
             plain = None  # the one-file path meets it again and says it
         if plain is None or (run and shared_copy.key(f.ctx, plain) !=

@@ -5,6 +5,7 @@ and headers, and their claims, each step one statement for the whole batch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -18,8 +19,9 @@ import psycopg
 
 from snapshots import ledger_many
 from snapshots import schema as ddl
-from snapshots.csvio.hashing import Hashed
+from snapshots.csvio.hashing import Hashed, read_hashed
 from snapshots.csvio.header import Header
+from snapshots.csvio.names import is_gzip
 from snapshots.engine.connections import Connections
 from snapshots.engine.context import LoadContext, ProgressCallback
 from snapshots.engine.decide import judge
@@ -28,11 +30,10 @@ from snapshots.engine.header import file_header
 from snapshots.engine.result import FileResult
 from snapshots.engine.target import Target, resolve_target
 from snapshots.errors import SnapshotsError
-from snapshots.options import ImportOptions, worth_parts
+from snapshots.options import SMALL_FILE_BYTES, ImportOptions, worth_parts
 
 log = logging.getLogger("snapshots.importer")  # the engine's one logger name, as logs show it
 
-SMALL_FILE_BYTES = 1 << 20  # files up to this size share transactions
 BATCH_FILES = 64  # files (and name locks held) per batch
 BATCH_BYTES = 16 << 20
 
@@ -49,7 +50,8 @@ class BatchEnv:
     options: ImportOptions
     cancel: threading.Event
     imported_by: dict[str, Any]
-    hash: Callable[[LoadContext, Path, FileResult], Hashed | None]
+    # The file's hash into its result, given the bytes and hash of it read here, if read.
+    hash: Callable[[LoadContext, Path, FileResult, tuple[bytes, str] | None], Hashed | None]
     one_file: Callable[[Path, tuple[str, int] | None, ProgressCallback | None], FileResult]
     stop: threading.Event | None = None  # set: take no further file (sync is stopping)
 
@@ -59,12 +61,6 @@ class BatchEnv:
     @property
     def conn(self) -> psycopg.Connection:
         return self.conns.main
-
-
-def batchable(options: ImportOptions) -> bool:
-    """Append loads that fail a file on its first bad row: what a savepoint holds whole.
-    (Upserts merge one file at a time under a lock; --on-error skip stages its rows.)"""
-    return not options.dry_run and options.mode != "upsert" and options.on_error == "abort"
 
 
 def small_run(paths: Sequence[Path], options: ImportOptions, parts: int) -> int:
@@ -96,6 +92,7 @@ class BatchFile:
     detected: str = ""
     target: Target | None = None
     started: float = field(default_factory=time.monotonic)
+    data: bytes | None = None  # the bytes hashed, when read whole (csvio.hashing.read_hashed)
 
     @property
     def known(self) -> tuple[str, int] | None:
@@ -118,10 +115,17 @@ def plan_file(env: BatchEnv, path: Path) -> BatchFile:
     result = FileResult(path=path, result="failed", file_name=path.name)
     file = BatchFile(path, result, LoadContext(env.conn, env.schema, env.table, env.options,
                                            env.cancel))
+    read = None
+    if not is_gzip(path):
+        with contextlib.suppress(OSError):  # the hash says what is wrong
+            read = read_hashed(path, SMALL_FILE_BYTES)
     try:
-        env.hash(file.ctx, path, result)
+        env.hash(file.ctx, path, result, read)
     except SnapshotsError:
         file.route = "one"  # it fails there, as it would alone
+        return file
+    if read is not None and read[1] == result.sha256:  # not so: it changed since sync hashed it
+        file.data = read[0]
     return file
 
 
@@ -161,7 +165,7 @@ def decide_files(env: BatchEnv, files: list[BatchFile]) -> None:
             f.route = "one"  # --replace: the earlier import's rows go in the same step
         else:
             try:
-                f.ctx, f.header, f.detected = file_header(f.ctx, f.path)
+                f.ctx, f.header, f.detected = file_header(f.ctx, f.path, f.data)
                 f.target = resolve_target(env.schema, env.table, info, env.options.mode,
                                           f.header.names)
             except SnapshotsError:

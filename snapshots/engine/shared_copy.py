@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,22 +50,26 @@ class Plain:
 
 
 def prepare(ctx: LoadContext, path: Path, header: Header, target: Target, sha256: str,
-            import_id: int) -> Plain | None:
-    """The file's records with its import id, or None when it must load on its own."""
+            import_id: int, data: bytes | None = None) -> Plain | None:
+    """The file's records with its import id, or None when it must load on its own.
+    `data`: the file's bytes, when the batch read them whole and hashed them (`sha256`)."""
     opts = ctx.options
     csv = opts.csv
     if opts.schema_evolution != "strict" or not csv.quotes_bytewise or is_gzip(path):
         return None
     try:
         columns = reconcile_columns(ctx, path, header, target)
-        if path.stat().st_size > SHARED_MAX_BYTES:
-            return None
-        data = path.read_bytes()
+        if data is None:
+            if path.stat().st_size > SHARED_MAX_BYTES:
+                return None
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != sha256:
+                return None  # it changed since it was hashed
     except (OSError, SnapshotsError):
         return None  # the one-file path says what is wrong
-    if hashlib.sha256(data).hexdigest() != sha256 or StrayQuotes(csv).find(data) is not None:
+    if StrayQuotes(csv).find(data) is not None:
         return None
-    if _spans_lines(csv.quote.encode()).search(data):
+    if quotes_span_lines(data, csv.quote.encode()):
         return None  # a quoted field holds a line break: lines are not records
     if ctx.conn.info.server_version < 180000 and (
             b"\n\\.\n" in b"\n" + data or b"\n\\.\r\n" in b"\n" + data or
@@ -92,13 +95,19 @@ def prepare(ctx: LoadContext, path: Path, header: Header, target: Target, sha256
     return Plain(body, rows, columns, eol)
 
 
+def quotes_span_lines(data: bytes, quote: bytes) -> bool:
+    """Whether a line holds an odd number of quotes (a quoted field goes on past its end).
+
+    Every byte but quotes and line feeds is deleted, then quote pairs: what is left of a
+    line is its count of quotes modulo two. Two passes in C: a regex over the lines cost
+    a 200-row file a fifth of a millisecond.
+    """
+    return quote in data.translate(None, _others(quote)).replace(quote + quote, b"")
+
+
 @functools.lru_cache(maxsize=8)
-def _spans_lines(quote: bytes) -> re.Pattern[bytes]:
-    """A line with an odd number of quotes: a quoted field goes on past its end. (Whole
-    pairs are taken possessively, so the search never backtracks.)"""
-    q, other = re.escape(quote), b"[^" + re.escape(quote) + b"\n]"
-    return re.compile(b"^(?:" + other + b"*" + q + other + b"*" + q + b")*+" + other + b"*" + q,
-                      re.MULTILINE)
+def _others(quote: bytes) -> bytes:
+    return bytes(b for b in range(256) if b not in (quote[0], 0x0A))
 
 
 def copy_together(ctx: LoadContext, plains: Sequence[Plain]) -> bool:

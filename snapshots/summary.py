@@ -110,6 +110,13 @@ def report_outcome(result: FileResult, metrics: Metrics, summary: Summary, *,
         log.debug("skipped %s: %s", result.file_name, result.detail, extra=fields)
 
 
+def report_cancelled(result: FileResult) -> None:
+    """Cancelled at shutdown: not an outcome of the file, so not counted; said once."""
+    log.warning("cancelled %s at shutdown; nothing written, the next run loads it",
+                result.file_name, extra={"snap_file": result.file_name,
+                                         "snap_result": "cancelled"})
+
+
 def report_still_failed(summary: Summary, name: str, error: str) -> None:
     """Failed in an earlier run with these bytes: not retried, but a --once run must not look
     green while it sits there; said once."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from snapshots.backlog import HELD_RETRY_SECONDS, Backlog, Clock, Verdict
 from snapshots.chores import Chores
 from snapshots.config import first_line
+from snapshots.control import STALL_SECONDS, Control
 from snapshots.dblink import (
     BACKOFF_CAP,
     BACKOFF_START,
@@ -37,15 +37,21 @@ from snapshots.dblink import (
 )
 from snapshots.engine.batch_plan import BATCH_FILES
 from snapshots.engine.result import FileResult
-from snapshots.errors import DatabaseUnavailable, InputError, InterruptedImport, UsageError
+from snapshots.errors import InputError, UsageError
 from snapshots.filesig import FileSignature
 from snapshots.importer import Importer
 from snapshots.metrics import Metrics
 from snapshots.options import SMALL_FILE_BYTES, ImportOptions, batchable
 from snapshots.output import plural
 from snapshots.scan import DEFAULT_PATTERNS, IGNORED, list_files, start_watcher
-from snapshots.summary import SUMMARY_LIMIT, Summary, report_outcome, report_still_failed
-from snapshots.workers import ImporterPool, NotTaken, share
+from snapshots.summary import (
+    SUMMARY_LIMIT,
+    Summary,
+    report_cancelled,
+    report_outcome,
+    report_still_failed,
+)
+from snapshots.workers import ImporterPool, returned, share
 
 # What other code imports from here, wherever it now lives.
 __all__ = ["BACKOFF_CAP", "BACKOFF_START", "DEFAULT_PATTERNS", "HELD_RETRY_SECONDS", "IGNORED",
@@ -55,7 +61,6 @@ __all__ = ["BACKOFF_CAP", "BACKOFF_START", "DEFAULT_PATTERNS", "HELD_RETRY_SECON
 log = logging.getLogger(__name__)
 
 TERMINATION_LOG = Path("/dev/termination-log")
-STALL_SECONDS = 60.0  # /healthz fails when the loop has not turned for this long
 
 
 @dataclass(frozen=True)
@@ -82,28 +87,6 @@ class SyncOptions:
             raise UsageError("--settle and --grace must be >= 0, --rescan > 0, --jobs >= 1")
 
 
-@dataclass
-class StopRequest:
-    """A signal asked the service to stop: said again, with what became of the files then."""
-
-    signal: str
-    at: float
-    in_flight: int
-    cancelled: int = 0
-
-    def announce(self, grace: float) -> None:
-        n = self.in_flight
-        log.info("received %s: %s (grace %gs)", self.signal,
-                 f"finishing {n} file{'s' if n != 1 else ''} in flight" if n
-                 else "no file in flight", grace)
-
-    def report(self, finished: float) -> None:
-        n = self.in_flight
-        log.info("stopped %.1fs after %s; %d file%s in flight then: %d finished, %d cancelled",
-                 finished - self.at, self.signal, n, "s" if n != 1 else "",
-                 max(0, n - self.cancelled), self.cancelled)
-
-
 class SyncService:
     """One directory, one table. `run()` blocks until stopped (or, with --once, done)."""
 
@@ -112,33 +95,24 @@ class SyncService:
         self.options = options
         self.metrics = metrics or Metrics()
         self.summary = Summary()
-        self.stop_event = threading.Event()  # stop taking files
-        self.wake = threading.Event()
-        self.heartbeat = time.monotonic()
+        self.control = Control()
         self.link = DatabaseLink(conninfo, table=options.table, schema=options.schema,
                                  metrics=self.metrics)
-        self.pool = ImporterPool(self._new_importer, jobs=options.jobs, wake=self.wake.set)
+        self.pool = ImporterPool(self._new_importer, jobs=options.jobs,
+                                 wake=self.control.wake.set)
         self.backlog = Backlog(options.settle, clock)
         self.chores = Chores(options.rescan, options.retention_days, self.metrics, clock)
-        self._stop: StopRequest | None = None
 
     # ------------------------------------------------------------------ control
 
     def request_stop(self, signum: int | None = None) -> None:
-        if self.stop_event.is_set():  # a second signal: don't wait for the grace period
+        if self.control.ask_stop(signum, in_flight=len(self.pool), grace=self.options.grace):
+            self.summary.interrupted = self.options.once
+        else:  # a second signal: don't wait for the grace period
             self.pool.cancel_event.set()
-            self.wake.set()
-            return
-        if signum is not None:
-            self._stop = StopRequest(signal.Signals(signum).name, time.monotonic(),
-                                     len(self.pool))
-            self._stop.announce(self.options.grace)
-        self.summary.interrupted = self.options.once
-        self.stop_event.set()
-        self.wake.set()
 
     def alive(self) -> bool:
-        return time.monotonic() - self.heartbeat < STALL_SECONDS
+        return self.control.alive()
 
     def ready(self) -> bool:
         return self.link.up
@@ -147,11 +121,11 @@ class SyncService:
 
     def run(self) -> Summary:
         watcher = None if self.options.poll else start_watcher(
-            self.options.data_dir, recursive=self.options.recursive, stop=self.stop_event,
+            self.options.data_dir, recursive=self.options.recursive, stop=self.control.stop,
             changed=self._changed)
         try:
-            while not self.stop_event.is_set():
-                self.heartbeat = time.monotonic()
+            while not self.control.stop.is_set():
+                self.control.beat()
                 self._collect()
                 if self.link.check():
                     self.summary.database_error = None
@@ -169,21 +143,21 @@ class SyncService:
                     self._down()
                     if self.options.once and self.summary.database_error and not self.pool:
                         break
-                self.wake.wait(next_wait(self.options, self.link, self.backlog, bool(self.pool)))
-                self.wake.clear()
+                self.control.sleep(next_wait(self.options, self.link, self.backlog,
+                                             bool(self.pool)))
         finally:
             self._shutdown()
             self.summary.finished = time.monotonic()
-            if self._stop is not None:
-                self._stop.report(self.summary.finished)
+            if self.control.request is not None:
+                self.control.request.report(self.summary.finished)
             if watcher is not None:
-                self.stop_event.set()  # a --once run ends without a signal: stop watching too
+                self.control.stop.set()  # a --once run ends without a signal: stop watching too
                 watcher.join(timeout=2)
         return self.summary
 
     def _changed(self) -> None:
         self.backlog.invalidate()  # the directory changed: list it again
-        self.wake.set()
+        self.control.wake.set()
 
     def _lost(self, exc: BaseException) -> None:
         """The loop or an importer found the database gone."""
@@ -227,7 +201,7 @@ class SyncService:
             # transactions (engine.batch), as `import DIR` loads them.
             batch: list[tuple[str, Path, tuple[str, int] | None]] | None = \
                 [] if exists and not merges and batchable(options.import_options) else None
-            while not self.stop_event.is_set():
+            while not self.control.stop.is_set():
                 room = self.pool.loads() < limit and self.pool.free() > 0
                 # No room: small files still make the next batch, to wait ahead of the one
                 # loading (workers.ImporterPool), so hashing them overlaps its load.
@@ -240,10 +214,10 @@ class SyncService:
                 if not exists:
                     ledger.table_created()
                 if batch is not None and len(batch) >= BATCH_FILES:
-                    self.pool.submit_batch(batch, self.stop_event)
+                    self.pool.submit_batch(batch, self.control.stop)
                     batch = []
             if batch:
-                self.pool.submit_batch(batch, self.stop_event)
+                self.pool.submit_batch(batch, self.control.stop)
             ledger.save()  # the hashes read in this pass, one statement
         self.chores.gauges(backlog)
         self.chores.retention(ledger)
@@ -292,13 +266,10 @@ class SyncService:
                 batch.append((rel, path, known))
             else:
                 self.pool.submit(rel, path, known, parts)
-        elif verdict is Verdict.SKIP or verdict is Verdict.FORGOTTEN:
-            detail = "already imported" if verdict is Verdict.SKIP else "forgotten"
-            self._settle(rel, seen, outcome(path, "skipped", detail, sha), quiet=True)
-        elif verdict is Verdict.CONFLICT:
-            self._settle(rel, seen, outcome(
-                path, "conflict", f"{path.name} was imported with different content; nothing "
-                "written (snapshots import --replace supersedes it)", sha), report="conflict")
+        elif verdict in (Verdict.SKIP, Verdict.FORGOTTEN, Verdict.CONFLICT):
+            conflict = verdict is Verdict.CONFLICT
+            self._settle(rel, seen, decided(verdict, path, sha), quiet=not conflict,
+                         report="conflict" if conflict else None)
         else:  # QUIET, STILL_FAILED: said already, or said here once for the summary
             self.backlog.settle(rel, seen, failed=True)
             if verdict is Verdict.STILL_FAILED and state is not None:
@@ -311,28 +282,17 @@ class SyncService:
     def _collect(self) -> None:
         for rel, future in self.pool.finished():
             seen = self.backlog.returned(rel)
-            try:
-                result = future.result()
-            except NotTaken:
-                continue  # sync stopped before its batch reached it: the next run loads it
-            except DatabaseUnavailable as exc:
-                self._lost(exc)
-                continue
-            except Exception as exc:  # a bug, not the file: say so, and look again later
+            kind, result, error = returned(future)
+            # Not taken (sync stopped before its batch reached it) or cancelled at shutdown:
+            # no outcome of the file (no metric, no failure, no record), the next run loads it.
+            if kind == "lost" and error is not None:
+                self._lost(error)  # the file stays pending
+            elif kind == "bug":  # not the file: say so, and look again later
                 self._settle(rel, seen, outcome(self.options.data_dir / rel, "failed",
-                                                first_line(str(exc))))
-                continue
-            if isinstance(result.error, DatabaseUnavailable):
-                self._lost(result.error)
-                continue  # not the file's fault: it stays pending
-            if isinstance(result.error, InterruptedImport):
-                # Cancelled at shutdown: not an outcome of the file (no metric, no failure,
-                # no record left in the ledger), so the next run loads it.
-                log.warning("cancelled %s at shutdown; nothing written, the next run loads it",
-                            result.file_name, extra={"snap_file": result.file_name,
-                                                     "snap_result": "cancelled"})
-                continue
-            if result.result == "busy":
+                                                first_line(str(error))))
+            elif kind == "cancelled" and result is not None:
+                report_cancelled(result)
+            elif kind == "busy" and result is not None:
                 # Another process has it: move on, and look again in a while (a later pass
                 # sees its outcome). A --once run does not wait for it at all.
                 if self.options.once:
@@ -340,10 +300,10 @@ class SyncService:
                     self._settle(rel, seen, result)
                 else:
                     self.backlog.hold(rel, seen)
-                continue
-            refused = result.result == "failed" and result.import_id is None and \
-                isinstance(result.error, InputError)
-            self._settle(rel, seen, result, report="refused" if refused else None)
+            elif kind == "done" and result is not None:
+                refused = result.result == "failed" and result.import_id is None and \
+                    isinstance(result.error, InputError)
+                self._settle(rel, seen, result, report="refused" if refused else None)
 
     def _settle(self, rel: str, seen: FileSignature, result: FileResult, *,
                 quiet: bool = False, report: str | None = None) -> None:
@@ -363,14 +323,13 @@ class SyncService:
         while self.pool and time.monotonic() < deadline:
             self._collect()
             if self.pool:
-                self.wake.wait(0.05)
-                self.wake.clear()
+                self.control.sleep(0.05)
         if self.pool:
             log.warning("grace period over: cancelling %s in flight",
                         plural(len(self.pool), "file"))
             cancelled = self.pool.cancel()
-            if self._stop is not None:
-                self._stop.cancelled = cancelled
+            if self.control.request is not None:
+                self.control.request.cancelled = cancelled
             self.summary.interrupted = True
             self._collect()
         self.pool.close()
@@ -384,6 +343,15 @@ def outcome(path: Path, result: str, detail: str, sha256: str | None = None) -> 
     """An outcome sync reaches itself, without an importer."""
     return FileResult(path=path, result=result, file_name=path.name, sha256=sha256,
                       detail=detail)
+
+
+def decided(verdict: Verdict, path: Path, sha256: str | None) -> FileResult:
+    """The outcome of a file sync skips (imported, or forgotten) or finds in conflict."""
+    if verdict is Verdict.CONFLICT:
+        return outcome(path, "conflict", f"{path.name} was imported with different content; "
+                       "nothing written (snapshots import --replace supersedes it)", sha256)
+    return outcome(path, "skipped", "already imported" if verdict is Verdict.SKIP
+                   else "forgotten", sha256)
 
 
 def next_wait(options: SyncOptions, link: DatabaseLink, backlog: Backlog, busy: bool) -> float:

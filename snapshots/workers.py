@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snapshots.engine.result import FileResult
-from snapshots.errors import DatabaseUnavailable
+from snapshots.errors import DatabaseUnavailable, InterruptedImport
 from snapshots.importer import Importer
 from snapshots.options import ImportOptions, worth_parts
 
@@ -29,6 +29,26 @@ def share(options: ImportOptions, path: Path, size: int, *, free: int, waiting: 
 
 class NotTaken(Exception):
     """A file of a batch the worker stopped before (sync is stopping): not an outcome."""
+
+
+def returned(future: Future[FileResult]) -> tuple[str, FileResult | None, BaseException | None]:
+    """What a finished file's future means to sync: ("not_taken"), ("lost", error): the
+    database went away, not the file's fault; ("bug", error): the worker itself failed;
+    ("cancelled", result): cancelled at shutdown, not an outcome of the file; ("busy",
+    result): another process has it; ("done", result): the file's outcome."""
+    try:
+        result = future.result()
+    except NotTaken:
+        return "not_taken", None, None
+    except DatabaseUnavailable as exc:
+        return "lost", None, exc
+    except Exception as exc:
+        return "bug", None, exc
+    if isinstance(result.error, DatabaseUnavailable):
+        return "lost", result, result.error
+    if isinstance(result.error, InterruptedImport):
+        return "cancelled", result, None
+    return ("busy" if result.result == "busy" else "done"), result, None
 
 
 @dataclass

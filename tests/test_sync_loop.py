@@ -88,13 +88,13 @@ class Loop:
     def turns(self, count: int = 2) -> None:
         """Wait until the loop has begun `count` more turns, so `count - 1` whole turns ran
         from start to end (it is woken meanwhile, not left to its timeout)."""
-        beats = [self.service.heartbeat]
+        beats = [self.service.control.heartbeat]
 
         def turned() -> bool:
             self.assert_running()
-            self.service.wake.set()
-            if self.service.heartbeat != beats[-1]:
-                beats.append(self.service.heartbeat)
+            self.service.control.wake.set()
+            if self.service.control.heartbeat != beats[-1]:
+                beats.append(self.service.control.heartbeat)
             return len(beats) > count
 
         wait_until(turned, DEADLINE, interval=0.005, message=f"{count} turns of the loop")
@@ -107,7 +107,7 @@ class Loop:
     def until(self, predicate: Callable[[], Any], message: str) -> Any:
         def check() -> Any:
             self.assert_running()
-            self.service.wake.set()
+            self.service.control.wake.set()
             return predicate()
 
         return wait_until(check, DEADLINE, interval=0.02, message=message)

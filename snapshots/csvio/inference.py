@@ -196,7 +196,6 @@ class StreamInference:
 
     def __init__(self, width: int, options: CsvOptions, overrides: dict[int, str] | None = None,
                  *, skip_header: bool = True) -> None:
-        self.width = width
         self.options = options
         self.exact = TypeInference(width, dict(overrides or {}), null=options.null)
         self._decoder = codecs.getincrementaldecoder(options.python_encoding)("replace")
@@ -205,9 +204,17 @@ class StreamInference:
         self._started = False
         self._given_up = False
         self._finishing = False
-        self._all_text = False  # set with the line pattern
-        self._pattern: re.Pattern[str] | None = None
-        self._pattern_key: tuple[object, ...] | None = None
+        # The line regex for the current types, the types it was built for, and whether
+        # every column is text by then (nothing left to check).
+        self._pattern: tuple[tuple[object, ...], re.Pattern[str], bool] | None = None
+
+    @property
+    def width(self) -> int:
+        return self.exact.width
+
+    @property
+    def _all_text(self) -> bool:
+        return self._pattern is not None and self._pattern[2]
 
     # The stream -----------------------------------------------------------------
 
@@ -337,8 +344,8 @@ class StreamInference:
         exact = self.exact
         key = tuple((frozenset(c), s) for c, s in
                     zip(exact._candidates, exact._seen_value, strict=True))
-        if self._pattern is not None and key == self._pattern_key:
-            return self._pattern
+        if self._pattern is not None and key == self._pattern[0]:
+            return self._pattern[1]
         q = re.escape(self.options.quote)
         d = re.escape(self.options.delimiter)
         null = re.escape(self.options.null)
@@ -358,15 +365,14 @@ class StreamInference:
             else:
                 kind = next(t for t in TYPE_PRIORITY if t in candidates)
                 fields.append(f"(?:{_FAST[kind]}|{null})")
-        # Every column settled as text: nothing left that a value could change, so the rest
-        # of the stream is not walked at all (a file of text columns costs no check).
-        self._all_text = all_text
         line = d.join(fields) + r"\r?\n"
         # Possessive: a record's extent is fixed, so giving lines back could never help,
-        # and not keeping backtrack points for them measured ~10% faster.
-        self._pattern = re.compile(f"(?:{line})*+")
-        self._pattern_key = key
-        return self._pattern
+        # and not keeping backtrack points for them measured ~10% faster. Every column
+        # settled as text (all_text): nothing left that a value could change, so the rest
+        # of the stream is not walked at all (a file of text columns costs no check).
+        pattern = re.compile(f"(?:{line})*+")
+        self._pattern = (key, pattern, all_text)
+        return pattern
 
     def _give_up(self) -> None:
         """A record too long to hold: stop inferring; untyped columns become text."""

@@ -142,7 +142,7 @@ class Importer:
             self._conns, self.schema, self.table, self.options, self.cancel,
             store.provenance(self.options.origin, self._role or None),
             hash=lambda ctx, path, result, read: self._hash(ctx, path, result,
-                                                            known.get(path), 1, read),
+                                                            known.get(path) or read, 1),
             one_file=lambda path, sha, progress: self.import_file(
                 path, known=sha, progress=progress),
             stop=stop)
@@ -201,10 +201,8 @@ class Importer:
                 store.name_unlock(self.conn, self.schema, self.table, path.name)
 
     def _hash(self, ctx: LoadContext, path: Path, result: FileResult,
-              known: tuple[str, int] | None, parts: int,
-              read: tuple[bytes, str] | None = None) -> Hashed | None:
-        """The file's sha256 and size (and, hashed here, the cut points of its parts).
-        `read`: the bytes and hash of a small file a batch read whole."""
+              known: tuple[str, int] | None, parts: int) -> Hashed | None:
+        """The file's sha256 and size (and, hashed here, the cut points of its parts)."""
         opts = ctx.options
         if not path.is_file():
             raise InputError("not a readable file", file=path)
@@ -214,9 +212,6 @@ class Importer:
                 f"{path.name}: no YYYYMMDD date in the name; snapshot_date stays empty")
         if known:
             result.sha256, result.bytes = known
-            return None
-        if read is not None:
-            result.sha256, result.bytes = read[1], len(read[0])
             return None
         try:
             hashed = self.prehashed.take(path) if self.prehashed else None

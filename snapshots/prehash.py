@@ -45,14 +45,19 @@ class Prehasher:
                  options: CsvOptions, ahead: int = 1, ahead_bytes: int = AHEAD_BYTES,
                  skip: Callable[[int], bool] = lambda _size: False) -> None:
         self._waiting = dict.fromkeys(paths)  # in import order, not yet started
-        self._skip = skip  # by size: files the import reads whole itself
-        # The one hash of a file, with its cut points (check() stops it once closed).
-        self._hash_file: Callable[[Path, Callable[[], None]], Hashed] = \
-            lambda path, check: hash_file(path, options, lambda size: parts(path, size), check)
+
+        def hash_ahead(path: Path, check: Callable[[], None]) -> Hashed | None:
+            """The one hash of a file, with its cut points (check() stops it once closed);
+            None for a file left to the import (`skip`)."""
+            if skip(path.stat().st_size):
+                return None
+            return hash_file(path, options, lambda size: parts(path, size), check)
+
+        self._hash_file = hash_ahead
         self._ahead = max(1, ahead)
         self._ahead_bytes = ahead_bytes
         self._current: Path | None = None
-        self._results: dict[Path, Hashed | None] = {}
+        self._results: dict[Path, Hashed] = {}
         self._held_bytes = 0  # of the results not taken yet
         self._closed = False
         self._cond = threading.Condition()
@@ -122,24 +127,21 @@ class Prehasher:
                 del self._waiting[path]
                 self._current = path
                 self._cond.notify_all()
-            result: Hashed | None = None
-            skipped = False
             try:
-                skipped = self._skip(path.stat().st_size)
-                result = None if skipped else self._hash(path)
+                result = self._hash(path)
             except (OSError, _Closed):
                 result = None  # the importer reads the file itself and reports what it finds
             except Exception:
                 log.debug("hashing %s ahead failed", path, exc_info=True)
                 result = None
             with self._cond:
-                if not skipped:  # (a skipped file's take finds nothing: it is hashed there)
+                if result is not None:  # (take finds none otherwise: the import hashes it)
                     self._results[path] = result
-                self._held_bytes += result.size if result is not None else 0
+                    self._held_bytes += result.size
                 self._current = None
                 self._cond.notify_all()
 
-    def _hash(self, path: Path) -> Hashed:
+    def _hash(self, path: Path) -> Hashed | None:
         def check() -> None:
             if self._closed:
                 raise _Closed()

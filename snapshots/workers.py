@@ -63,24 +63,67 @@ class _Batch:
                 future.set_exception(NotTaken())
 
 
+class Importers:
+    """The importers (each with its connections): idle ones are reused, busy ones can be
+    cancelled from the loop, one whose connection broke is closed instead of kept."""
+
+    def __init__(self, new_importer: Callable[[threading.Event], Importer]) -> None:
+        self.cancel_event = threading.Event()  # cancel files in flight (grace is over)
+        self._new_importer = new_importer
+        self._idle: queue.SimpleQueue[Importer] = queue.SimpleQueue()
+        self._busy: dict[int, Importer] = {}  # by worker thread
+        self._lock = threading.Lock()
+
+    def take(self) -> Importer:
+        """An importer for this worker thread."""
+        try:
+            importer = self._idle.get_nowait()
+        except queue.Empty:
+            importer = self._new_importer(self.cancel_event)
+        with self._lock:
+            self._busy[threading.get_ident()] = importer
+        return importer
+
+    def give_back(self, importer: Importer, *, lost: bool = False) -> None:
+        with self._lock:
+            self._busy.pop(threading.get_ident(), None)
+        if lost or importer.conn.broken:
+            importer.close()
+        else:
+            self._idle.put(importer)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+        with self._lock:
+            busy = list(self._busy.values())
+        for importer in busy:
+            importer.cancel_now()
+
+    def drop_idle(self) -> None:
+        """Close the idle importers: after a database outage their connections are dead."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
 class ImporterPool:
     """Files in flight, each on a worker thread with the connections it was given."""
 
     def __init__(self, new_importer: Callable[[threading.Event], Importer], *, jobs: int,
                  wake: Callable[[], None]) -> None:
         self.jobs = jobs
-        self.cancel_event = threading.Event()  # cancel files in flight (grace is over)
-        self._new_importer = new_importer
+        self.importers = Importers(new_importer)
+        self.cancel_event = self.importers.cancel_event
         self._wake = wake  # told when a file is done, so its result is collected promptly
         self._executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sync")
-        self._idle: queue.SimpleQueue[Importer] = queue.SimpleQueue()
-        self._busy: dict[int, Importer] = {}  # by worker thread: cancelled from the loop
         self._lock = threading.Lock()
-        self._in_flight: dict[str, tuple[Future[FileResult], int]] = {}  # (result, connections)
+        # rel -> (its result, connections it holds, in a batch (running or waiting ahead))
+        self._in_flight: dict[str, tuple[Future[FileResult], int, bool]] = {}
         self._tasks: set[Future[None]] = set()  # batch workers' tasks
         self._ahead: list[_Batch] = []  # batches waiting for a batch worker to go on with
         self._batch_workers = 0  # workers loading batches (and going on with those ahead)
-        self._batched: set[str] = set()  # files in flight in a batch, running or ahead
 
     def __len__(self) -> int:
         return len(self._in_flight)
@@ -89,7 +132,8 @@ class ImporterPool:
         """Loads in flight: a batch of small files is one, and so are those waiting ahead
         of it for its worker."""
         self._tasks = {t for t in self._tasks if not t.done()}
-        return sum(rel not in self._batched for rel in self._in_flight) + len(self._tasks)
+        return sum(not batched for _f, _c, batched in self._in_flight.values()) + \
+            len(self._tasks)
 
     def free(self) -> int:
         with self._lock:
@@ -97,29 +141,24 @@ class ImporterPool:
 
     def _free(self) -> int:
         return self.jobs - self._batch_workers - sum(
-            connections for _f, connections in self._in_flight.values())
+            connections for _f, connections, _b in self._in_flight.values())
 
     def submit(self, rel: str, path: Path, known: tuple[str, int] | None, parts: int) -> None:
         """Import `path` over `parts` connections, its hash and size known already."""
 
         def work() -> FileResult:
-            importer = self._take()
-            with self._lock:
-                self._busy[threading.get_ident()] = importer
+            importer = self.importers.take()
+            lost = True
             try:
                 result = importer.import_file(path, known=known, parts=parts)
+                lost = isinstance(result.error, DatabaseUnavailable)
             finally:
-                with self._lock:
-                    self._busy.pop(threading.get_ident(), None)
-            if isinstance(result.error, DatabaseUnavailable) or importer.conn.broken:
-                importer.close()
-            else:
-                self._idle.put(importer)
+                self.importers.give_back(importer, lost=lost)
             return result
 
         future = self._executor.submit(work)
         future.add_done_callback(lambda _f: self._wake())
-        self._in_flight[rel] = (future, parts)
+        self._in_flight[rel] = (future, parts, False)
 
     def submit_batch(self, files: list[tuple[str, Path, tuple[str, int] | None]],
                      stop: threading.Event) -> None:
@@ -145,8 +184,7 @@ class ImporterPool:
             self._start_batches(batch)
         for rel, path, _known in files:
             # A batch's connection is its worker's (see free), whichever batch it is on.
-            self._in_flight[rel] = (futures[path], 0)
-            self._batched.add(rel)
+            self._in_flight[rel] = (futures[path], 0, True)
 
     def ahead_room(self) -> bool:
         """Whether a batch submitted now would wait ahead rather than want a connection."""
@@ -160,27 +198,21 @@ class ImporterPool:
         self._tasks.add(task)
 
     def _work_batches(self, batch: _Batch) -> None:
-        importer = self._take()
-        with self._lock:
-            self._busy[threading.get_ident()] = importer
+        importer = self.importers.take()
         current: _Batch | None = batch
         try:
             while current is not None:
                 self._load_batch(importer, current)
                 current = self._next_batch(current.stop)
         finally:
+            self.importers.give_back(importer)
             with self._lock:
-                self._busy.pop(threading.get_ident(), None)
                 if current is not None:  # this worker failed: another goes on with the rest
                     current = self._ahead.pop(0) if self._ahead else None
                     if current is None:
                         self._batch_workers -= 1
             if current is not None:
                 self._start_batches(current)
-            if importer.conn.broken:
-                importer.close()
-            else:
-                self._idle.put(importer)
 
     def _next_batch(self, stop: threading.Event) -> _Batch | None:
         """The batch waiting ahead, or None (this worker is done with batches). Stopping, the
@@ -213,39 +245,23 @@ class ImporterPool:
         finally:
             batch.not_taken()  # stopped before their turn
 
-    def _take(self) -> Importer:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            return self._new_importer(self.cancel_event)
-
     def finished(self) -> Iterator[tuple[str, Future[FileResult]]]:
         """The files done since the last call, each once."""
-        for rel, (future, _connections) in list(self._in_flight.items()):
+        for rel, (future, _connections, _batched) in list(self._in_flight.items()):
             if future.done():
                 del self._in_flight[rel]
-                self._batched.discard(rel)
                 yield rel, future
 
     def drop_idle(self) -> None:
-        """Close the idle importers: after a database outage their connections are dead."""
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+        self.importers.drop_idle()
 
     def cancel(self) -> int:
         """Cancel and roll back every file in flight; wait for them. Returns how many."""
-        self.cancel_event.set()
-        with self._lock:
-            busy = list(self._busy.values())
-        for importer in busy:
-            importer.cancel_now()
-        for future, _connections in list(self._in_flight.values()):
+        self.importers.cancel()
+        for future, _connections, _batched in list(self._in_flight.values()):
             future.exception(timeout=30)
         return len(self._in_flight)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-        self.drop_idle()
+        self.importers.drop_idle()

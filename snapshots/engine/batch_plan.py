@@ -50,8 +50,9 @@ class BatchEnv:
     options: ImportOptions
     cancel: threading.Event
     imported_by: dict[str, Any]
-    # The file's hash into its result, given the bytes and hash of it read here, if read.
-    hash: Callable[[LoadContext, Path, FileResult, tuple[bytes, str] | None], Hashed | None]
+    # The file's hash and size into its result; given them when they were read here (the
+    # caller's, when it hashed the file already, come first).
+    hash: Callable[[LoadContext, Path, FileResult, tuple[str, int] | None], Hashed | None]
     one_file: Callable[[Path, tuple[str, int] | None, ProgressCallback | None], FileResult]
     stop: threading.Event | None = None  # set: take no further file (sync is stopping)
 
@@ -120,7 +121,7 @@ def plan_file(env: BatchEnv, path: Path) -> BatchFile:
         with contextlib.suppress(OSError):  # the hash says what is wrong
             read = read_hashed(path, SMALL_FILE_BYTES)
     try:
-        env.hash(file.ctx, path, result, read)
+        env.hash(file.ctx, path, result, (read[1], len(read[0])) if read else None)
     except SnapshotsError:
         file.route = "one"  # it fails there, as it would alone
         return file

@@ -219,19 +219,29 @@ def stopped_mid_batch(cli: Cli, procs: list[subprocess.Popen[str]],
     proc = start_cli("--database", cli.db_url, *args, env=cli.env)
     procs.append(proc)
 
-    def settled() -> bool:  # only a COPY waiting for the frozen client's bytes runs on
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND state = 'active' AND query NOT LIKE 'COPY%'"
-        ).fetchone()
-        return row == (0,)
+    def running() -> list[tuple[str, str | None]]:
+        """Statements still moving: not a COPY waiting for the frozen client's bytes, nor
+        one waiting for a lock that the frozen client's other connection holds."""
+        return conn.execute(
+            "SELECT left(query, 60), wait_event_type FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state = 'active' AND query NOT LIKE 'COPY%' "
+            "AND wait_event_type IS DISTINCT FROM 'Lock'").fetchall()
+
+    def settled() -> bool:
+        return not running()
 
     for _ in range(50):
+        # Polled closely: a run of small files loads in a few seconds, and a retry that
+        # looked only now and then could see the last batch go by.
         wait_until(lambda: mid_batch(conn) or proc.poll() is not None, timeout=120,
-                   message="some batches to commit and another to be loading")
+                   interval=0.005, message="some batches to commit and another to be loading")
         assert proc.poll() is None, "the run finished before it could be stopped mid-batch"
         proc.send_signal(signal.SIGSTOP)
-        wait_until(settled, timeout=30, message="the frozen client's statements to end")
+        try:
+            wait_until(settled, timeout=30, message="the frozen client's statements to end")
+        except pytest.fail.Exception as exc:
+            raise AssertionError(f"{exc}; still running: {running()}") from None
         if mid_batch(conn):
             return proc
         proc.send_signal(signal.SIGCONT)  # between two batches: once more
@@ -336,7 +346,8 @@ def test_sigterm_stops_a_sync_batch_after_the_file_in_flight(
     failed, nothing left importing), exit 0; the next run loads the rest, each once."""
     assert cli.conn is not None
     first_file(many, cli)
-    proc = stopped_mid_batch(cli, procs, "sync", "--data-dir", many, "--settle", "0")
+    proc = stopped_mid_batch(cli, procs, "sync", "--data-dir", many, "--settle", "0",
+                             "--jobs", "1")
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)
     code, _out, err = finish(proc)

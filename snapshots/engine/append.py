@@ -22,9 +22,10 @@ from snapshots.engine.columns import (
     stream_inference,
 )
 from snapshots.engine.context import LoadContext, Loaded, LoadJob
-from snapshots.engine.copy import copy_file, copy_with_errors
+from snapshots.engine.copy import Tagged, copy_file, copy_with_errors, id_tag
 from snapshots.engine.target import Target
 from snapshots.errors import InputError, UsageError
+from snapshots.schema import SNAPSHOT_ID
 
 log = logging.getLogger("snapshots.importer")  # the engine's one logger name, as logs show it
 
@@ -37,15 +38,16 @@ def load_append(ctx: LoadContext, job: LoadJob) -> Loaded:
     path, header, target, sha = job.path, job.header, job.target, job.sha256
     if target.info is not None:
         columns = reconcile_columns(ctx, path, header, target)
-        return Loaded(append_existing(ctx, path, ctx.relation, columns, sha), 0, "")
-    rows, detail = append_new(ctx, path, header, ctx.relation, sha)
+        import_id = job.import_id if target.info.has_snapshot_id else None
+        return Loaded(append_existing(ctx, path, ctx.relation, columns, sha, import_id), 0, "")
+    rows, detail = append_new(ctx, path, header, ctx.relation, sha, job.import_id)
     return Loaded(rows, 0, detail)
 
 
 def append_existing(ctx: LoadContext, path: Path, relation: sql.Composable,
-                    columns: Sequence[str], sha: str) -> int:
+                    columns: Sequence[str], sha: str, import_id: int | None = None) -> int:
     if ctx.options.schema_evolution != "add":
-        return copy_with_errors(ctx, path, relation, columns, sha)
+        return copy_with_errors(ctx, path, relation, columns, sha, import_id=import_id)
     # --schema-evolution add: widen a column when a value needs it, then try again.
     for _ in range(MAX_WIDENINGS):
         try:
@@ -73,7 +75,7 @@ def append_existing(ctx: LoadContext, path: Path, relation: sql.Composable,
 
 
 def append_new(ctx: LoadContext, path: Path, header: Header, relation: sql.Composable,
-               sha: str) -> tuple[int, str]:
+               sha: str, import_id: int | None = None) -> tuple[int, str]:
     """First import: create the table with inferred types, in the load's transaction.
 
     Types are guessed from the first rows, then checked against every row while COPY
@@ -90,7 +92,7 @@ def append_new(ctx: LoadContext, path: Path, header: Header, relation: sql.Compo
             raise UsageError(f"table {ctx.schema}.{ctx.table} appeared meanwhile "
                              "without snapshot_id")
         columns = reconcile_columns(ctx, path, header, target)
-        return append_existing(ctx, path, relation, columns, sha), ""
+        return append_existing(ctx, path, relation, columns, sha, import_id), ""
 
     names = header.names
     sample = sample_inference(ctx, path, header, limit_bytes=SAMPLE_BYTES)
@@ -102,7 +104,8 @@ def append_new(ctx: LoadContext, path: Path, header: Header, relation: sql.Compo
     ddl.create_append_table(ctx.conn, ctx.schema, ctx.table,
                             list(zip(names, created, strict=True)), index=True, view=False)
     rows = copy_settling_types(ctx, path, relation, names, created, sha,
-                               (ctx.schema, ctx.table), sample=sample)
+                               (ctx.schema, ctx.table), sample=sample,
+                               tag=id_tag(ctx, import_id) if import_id is not None else None)
     ddl.create_latest_view(ctx.conn, ctx.schema, ctx.table)
     typed = ", ".join(f"{n} {t}" for n, t in zip(names, created, strict=True))
     return rows, f"created {ctx.schema}.{ctx.table} ({typed})"
@@ -111,26 +114,37 @@ def append_new(ctx: LoadContext, path: Path, header: Header, relation: sql.Compo
 def copy_settling_types(ctx: LoadContext, path: Path, relation: sql.Composable,
                         names: Sequence[str],
                         created: list[str], sha: str, table: tuple[str, str], *,
-                        sample: StreamInference | None = None) -> int:
+                        sample: StreamInference | None = None, tag: bytes | None = None) -> int:
     """COPY into a table this import creates (`table`, with the sampled types `created`),
     widening its columns and loading again until every row fits. The import and its dry
     run both load this way, so the dry run's verdict is the import's. `created` ends as
     the types the table has. With `sample` (the inference that chose `created`), the check
-    of the stream starts from its types instead of from scratch."""
+    of the stream starts from its types instead of from scratch. `tag`: the rows'
+    snapshot_id sent in their lines (engine.copy.copy_tagged); anything wrong with that
+    COPY and the file loads again without it, which says what is wrong itself."""
     forced_text: list[int] = []  # columns COPY showed to need text (e.g. `""`)
     inference: StreamInference | None = sample.resume() if sample is not None \
         else stream_inference(ctx, names)
     for _ in range(MAX_WIDENINGS):
         try:
             with ctx.conn.transaction():  # savepoint: a retry starts from an empty table
-                rows = copy_file(ctx, path, relation, names, sha, inference=inference)
+                rows = copy_file(ctx, path, relation, [*names, SNAPSHOT_ID] if tag else names,
+                                 sha, inference=inference, tag=tag)
                 if inference is not None and inference.types() != created:
                     raise _NeedsWider(inference.types())
             return rows
         except _NeedsWider as wider:
             retype(ctx, table, names, created, wider.types)
             inference = None  # the full pass is done: the types are right now
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        except (Tagged.Mismatch, psycopg.errors.DataError, psycopg.errors.IntegrityError) \
+                as exc:
+            if tag is not None:
+                tag = None  # again without it: the plain COPY's own verdict and error
+                if inference is not None:
+                    inference = sample.resume() if sample is not None \
+                        else stream_inference(ctx, names, forced_text)
+                continue
+            assert not isinstance(exc, Tagged.Mismatch)
             _, column, _ = copy_location(exc)
             if column is None or column not in names or \
                     created[names.index(column)] == TEXT or column in ctx.options.types:

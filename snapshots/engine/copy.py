@@ -28,6 +28,7 @@ from snapshots.csvio.quoting import (
 from snapshots.csvio.streams import HashingReader, iter_chunks, open_content, open_span
 from snapshots.engine.context import LoadContext
 from snapshots.errors import InputError, InterruptedImport
+from snapshots.schema import SNAPSHOT_ID
 
 DIRECT_WRITE_BYTES = 1 << 20  # files up to this size are sent from the loading thread
 
@@ -61,7 +62,7 @@ def copy_file(ctx: LoadContext, path: Path, relation: sql.Composable, columns: S
               sha: str, *, inference: StreamInference | None = None,
               conn: psycopg.Connection | None = None, span: tuple[int, int] | None = None,
               on_bytes: Callable[[int], None] | None = None,
-              stop: threading.Event | None = None) -> int:
+              stop: threading.Event | None = None, tag: bytes | None = None) -> int:
     """Stream the file's bytes into COPY; optionally infer types from the same bytes.
 
     No per-row Python work here unless `inference` is given (only for a table this import
@@ -69,6 +70,10 @@ def copy_file(ctx: LoadContext, path: Path, relation: sql.Composable, columns: S
     is being loaded fails instead of loading something nobody hashed. With `span`, only
     those bytes go (one part of a parallel load, over `conn`), and the caller checks the
     file instead.
+
+    `tag` (a delimiter and an import id, for a last column the caller named in `columns`) is
+    put before every line end as it goes: exact only when every line ends a record, which
+    the row count then proves, or Tagged.Mismatch is raised (see copy_tagged).
     """
     conn = conn or ctx.conn
     hasher: HashingReader | None = None
@@ -91,6 +96,8 @@ def copy_file(ctx: LoadContext, path: Path, relation: sql.Composable, columns: S
         writer = BoundedWriter(cur) if total > DIRECT_WRITE_BYTES else LibpqWriter(cur)
         with cur.copy(copy_statement(ctx, relation, columns, header=header),
                       writer=writer) as copy:
+            tagged = Tagged(tag) if tag is not None else None
+
             def feed() -> Iterator[bytes]:
                 nonlocal tail, newlines, last
                 for chunk in iter_chunks(stream):
@@ -111,7 +118,7 @@ def copy_file(ctx: LoadContext, path: Path, relation: sql.Composable, columns: S
                                 "PostgreSQL before 18; nothing written", file=path,
                                 hint='quote the value ("\\.") or load into PostgreSQL 18+')
                         tail = window[-4:]
-                    copy.write(chunk)
+                    copy.write(chunk if tagged is None else tagged.lines(chunk))
                     newlines += chunk.count(b"\n")
                     last = chunk[-1:]
                     if on_bytes is not None:
@@ -129,10 +136,14 @@ def copy_file(ctx: LoadContext, path: Path, relation: sql.Composable, columns: S
                                  hint='quote the value ("\\.") or load into PostgreSQL 18+')
             if inference is not None:
                 inference.finish()
+            if tagged is not None:
+                copy.write(tagged.end(last))
         rows = cur.rowcount
         while hasher is not None and hasher.read(1 << 16):
             pass  # a gzip member's trailer may be left unread
     lines = newlines + (0 if last == b"\n" else 1) - (1 if header else 0)
+    if tagged is not None and rows != lines:
+        raise Tagged.Mismatch()  # a record spans lines: a tag went inside a field
     # Line breaks inside fields, or a stray quote that joined records: the stream check
     # above already tells them apart, unless the encoding kept it from reading bytes.
     if rows != lines and not stray.active:
@@ -154,9 +165,15 @@ def check_stop(ctx: LoadContext, path: Path, stop: threading.Event | None) -> No
 
 
 def copy_with_errors(ctx: LoadContext, path: Path, relation: sql.Composable, columns: Sequence[str],
-                     sha: str, *, inference: StreamInference | None = None) -> int:
+                     sha: str, *, inference: StreamInference | None = None,
+                     import_id: int | None = None) -> int:
     """One stream; a COPY error becomes the file's one-line error (parallel parts
-    translate theirs in _copy_parts, once the other parts are stopped)."""
+    translate theirs in _copy_parts, once the other parts are stopped). `import_id`: the
+    table's snapshot_id for these rows, sent with them (copy_tagged)."""
+    if import_id is not None and inference is None:
+        rows = copy_tagged(ctx, path, relation, columns, sha, import_id)
+        if rows is not None:
+            return rows
     try:
         return copy_file(ctx, path, relation, columns, sha, inference=inference)
     except psycopg.errors.QueryCanceled:
@@ -164,6 +181,65 @@ def copy_with_errors(ctx: LoadContext, path: Path, relation: sql.Composable, col
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
             psycopg.errors.InvalidTextRepresentation) as exc:
         raise input_error_from_copy(exc, path, ctx.options.csv) from None
+
+
+def copy_tagged(ctx: LoadContext, path: Path, relation: sql.Composable, columns: Sequence[str],
+                sha: str, import_id: int) -> int | None:
+    """COPY with the rows' snapshot_id sent as their last field, so the server evaluates no
+    DEFAULT per row (about a quarter of a COPY's time into a table of four columns). In a
+    savepoint: when the file's lines are not its records, or COPY refuses anything, nothing
+    of it stays and None says to load the file as before (which reports any error itself)."""
+    tag = id_tag(ctx, import_id)
+    if tag is None:
+        return None
+    try:
+        with ctx.conn.transaction():
+            return copy_file(ctx, path, relation, [*columns, SNAPSHOT_ID], sha, tag=tag)
+    except psycopg.errors.QueryCanceled:
+        raise
+    except (Tagged.Mismatch, psycopg.errors.DataError, psycopg.errors.IntegrityError):
+        return None
+
+
+def id_tag(ctx: LoadContext, import_id: int) -> bytes | None:
+    """The delimiter and the import id, to go before each line end; None when the
+    encoding's line feeds are not plain bytes to insert before."""
+    csv = ctx.options.csv
+    if not csv.quotes_bytewise:
+        return None
+    return csv.delimiter.encode(csv.python_encoding) + str(int(import_id)).encode()
+
+
+class Tagged:
+    """A stream's lines with a tag before each line end (CRLF or LF, by the first one)."""
+
+    class Mismatch(Exception):
+        """COPY's row count is not the line count: some line did not end a record."""
+
+    def __init__(self, tag: bytes) -> None:
+        self._lf = tag + b"\n"
+        self._crlf: bytes | None = None  # decided by the first line end
+        self._cr = False  # a chunk ended in \r: its line end may go on in the next
+
+    def lines(self, chunk: bytes) -> bytes:
+        if self._cr:
+            chunk, self._cr = b"\r" + chunk, False
+        if chunk.endswith(b"\r"):
+            chunk, self._cr = chunk[:-1], True
+        if self._crlf is None and (at := chunk.find(b"\n")) >= 0:
+            self._crlf = self._lf[:-1] + b"\r\n" if chunk[at - 1:at] == b"\r" else b""
+        out = chunk.replace(b"\n", self._lf)
+        # CRLF lines: the tag goes before the \r (a lone \r elsewhere stays COPY's to judge).
+        return out.replace(b"\r" + self._lf, self._crlf) if self._crlf else out
+
+    def end(self, last: bytes) -> bytes:
+        """What follows the last chunk: a last line without a line end gets its tag too."""
+        rest = b"\r" if self._cr else b""
+        if last == b"\n" or not last:
+            return rest
+        if self._cr:
+            raise Tagged.Mismatch()  # a bare \r at the very end: leave it to the plain COPY
+        return self._lf[:-1]
 
 
 def malformed_quoting(path: Path, line: int) -> InputError:

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -193,13 +192,12 @@ def main(argv: Sequence[str] | None = None) -> None:
              config.image)
 
     async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        # SIGTERM and SIGINT are kopf's own to handle (it installs its handlers over any
+        # set before it). A stop flag of ours would never be set, and kopf would wait five
+        # seconds at every exit for the task that waits on it.
         await run_operator(context=context, clusterwide=args.all_namespaces,
                            namespaces=args.namespaces or (), metrics_host=args.metrics_host,
-                           metrics_port=args.metrics_port, stop_flag=stop)
+                           metrics_port=args.metrics_port)
 
     try:
         asyncio.run(_main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from snapshots.engine.shared_copy import quotes_span_lines
+from snapshots.csvio.quoting import quotes_span_lines
 
 
 def odd_line(data: bytes, quote: bytes) -> bool:

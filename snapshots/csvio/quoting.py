@@ -6,6 +6,7 @@ COPY (first_malformed_record); and the one-line error that points at one.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,24 @@ class MisplacedQuote:
 
     offset: int
     reason: str
+
+
+def quote_parity(data: bytes, quote: bytes) -> bytes:
+    """What is left of each line of `data` once every byte but quotes and line feeds is
+    deleted, then every pair of quotes: one quote on a line whose count of quotes is odd
+    (a quoted field going on past its end), nothing on the others. Two passes in C: a regex
+    over the lines cost a 200-row file a fifth of a millisecond."""
+    return data.translate(None, _not_quote_or_lf(quote)).replace(quote + quote, b"")
+
+
+def quotes_span_lines(data: bytes, quote: bytes) -> bool:
+    """Whether a line of `data` holds an odd number of quotes."""
+    return quote in quote_parity(data, quote)
+
+
+@functools.lru_cache(maxsize=8)
+def _not_quote_or_lf(quote: bytes) -> bytes:
+    return bytes(b for b in range(256) if b not in (quote[0], 0x0A))
 
 
 def _quote_grammar(options: CsvOptions) -> tuple[bytes, bytes, re.Pattern[bytes]] | None:

@@ -22,7 +22,7 @@ from snapshots.engine.columns import (
     stream_inference,
 )
 from snapshots.engine.context import LoadContext, Loaded, LoadJob
-from snapshots.engine.copy import Tagged, copy_file, copy_with_errors, id_tag
+from snapshots.engine.copy import TAG_REFUSED, Tagged, copy_file, copy_with_errors, id_tag
 from snapshots.engine.target import Target
 from snapshots.errors import InputError, UsageError
 from snapshots.schema import SNAPSHOT_ID
@@ -136,15 +136,14 @@ def copy_settling_types(ctx: LoadContext, path: Path, relation: sql.Composable,
         except _NeedsWider as wider:
             retype(ctx, table, names, created, wider.types)
             inference = None  # the full pass is done: the types are right now
-        except (Tagged.Mismatch, psycopg.errors.DataError, psycopg.errors.IntegrityError) \
-                as exc:
+        except TAG_REFUSED as exc:  # DataError and IntegrityError among them
             if tag is not None:
                 tag = None  # again without it: the plain COPY's own verdict and error
                 if inference is not None:
                     inference = sample.resume() if sample is not None \
                         else stream_inference(ctx, names, forced_text)
                 continue
-            assert not isinstance(exc, Tagged.Mismatch)
+            assert not isinstance(exc, Tagged.Mismatch)  # only a tagged COPY raises it
             _, column, _ = copy_location(exc)
             if column is None or column not in names or \
                     created[names.index(column)] == TEXT or column in ctx.options.types:

@@ -22,20 +22,12 @@ from snapshots.csvio.quoting import first_stray_quote, misplaced_quote_error
 from snapshots.engine.columns import reconcile_columns
 from snapshots.engine.connections import Connections
 from snapshots.engine.context import LoadContext, Loaded
-from snapshots.engine.copy import (
-    Stopped,
-    Tagged,
-    check_stop,
-    copy_file,
-    copy_with_errors,
-    id_tag,
-)
+from snapshots.engine.copy import Stopped, check_stop, copy_file, copy_tagged, copy_with_errors
 from snapshots.engine.merge import check_keys, merge_staged, stage_table
 from snapshots.engine.transaction import Claim, begin, current_target, finish, guard_time_order
 from snapshots.errors import InputError, SchemaDriftError
 from snapshots.filesig import file_signature
 from snapshots.options import worth_parts
-from snapshots.schema import SNAPSHOT_ID
 
 
 def parallel_ranges(ctx: LoadContext, path: Path, hashed: Hashed | None,
@@ -92,7 +84,7 @@ def load_parallel(ctx: LoadContext, conns: Connections, path: Path, header: Head
         before = hashed.signature if hashed is not None and hashed.path == path \
             else file_signature(path)
         rows = copy_parts(ctx, conns, path, relation, columns, ranges, import_id,
-                          tag=id_tag(ctx, import_id) if target.mode == "append" else None)
+                          tagged=target.mode == "append")
         if file_signature(path) != before or before.size != ranges[-1][1]:
             raise InputError("the file changed while it was being imported; nothing "
                              "written", file=path,
@@ -133,12 +125,13 @@ def load_parallel(ctx: LoadContext, conns: Connections, path: Path, header: Head
 def copy_parts(ctx: LoadContext, connections: Connections, path: Path,
                relation: sql.Composable, columns: Sequence[str],
                ranges: list[tuple[int, int]], import_id: int, *,
-               tag: bytes | None = None) -> int:
+               tagged: bool = False) -> int:
     """COPY each byte range over its own connection, each in a thread of its own; each
     part commits on its own (out of sight). A bad row in any part stops the others at
     once and fails the whole file; so does Ctrl-C or a cancellation, and no part commits
-    after this returns. `tag`: each part's rows carry their snapshot_id in their lines
+    after this returns. `tagged`: each part's rows carry their snapshot_id in their lines
     (engine.copy.copy_tagged), a part whose lines are not its records loads without."""
+    tagged_id = import_id if tagged else None
     conns = connections.for_parts(len(ranges) - 1)
     stop = threading.Event()
     total = sum(end - start for start, end in ranges)
@@ -158,19 +151,14 @@ def copy_parts(ctx: LoadContext, connections: Connections, path: Path,
             with conn.transaction():
                 conn.execute("SELECT set_config(%s, %s, true)",
                              (ddl.IMPORT_ID_SETTING, str(import_id)))
-                tagged = None
-                if tag is not None:
-                    try:
-                        with conn.transaction():  # savepoint: nothing of it stays
-                            tagged = copy_file(ctx, path, relation, [*columns, SNAPSHOT_ID],
-                                               "", conn=conn, span=ranges[k],
-                                               on_bytes=advance, stop=stop, tag=tag)
-                    except (Tagged.Mismatch, psycopg.errors.DataError,
-                            psycopg.errors.IntegrityError):
-                        pass  # loaded again without: its own verdict and error
+                tagged = copy_tagged(ctx, path, relation, columns, "", tagged_id, conn=conn,
+                                     span=ranges[k], on_bytes=advance, stop=stop) \
+                    if tagged_id is not None else None
+                # Loaded again without the tag when refused: the part's own verdict and error
+                # (its progress counted once already).
                 rows[k] = tagged if tagged is not None else copy_file(
                     ctx, path, relation, columns, "", conn=conn, span=ranges[k],
-                    on_bytes=advance if tag is None else None, stop=stop)
+                    on_bytes=advance if tagged_id is None else None, stop=stop)
         except BaseException as exc:
             stop.set()  # first, so the others stop while this error is located
             errors.append((k, exc))

@@ -131,9 +131,10 @@ class ImporterPool:
     def loads(self) -> int:
         """Loads in flight: a batch of small files is one, and so are those waiting ahead
         of it for its worker."""
-        self._tasks = {t for t in self._tasks if not t.done()}
-        return sum(not batched for _f, _c, batched in self._in_flight.values()) + \
-            len(self._tasks)
+        with self._lock:  # a failed batch worker starts the next from its own thread
+            self._tasks = {t for t in self._tasks if not t.done()}
+            tasks = len(self._tasks)
+        return sum(not batched for _f, _c, batched in self._in_flight.values()) + tasks
 
     def free(self) -> int:
         with self._lock:
@@ -195,7 +196,8 @@ class ImporterPool:
     def _start_batches(self, first: _Batch) -> None:
         task = self._executor.submit(self._work_batches, first)
         task.add_done_callback(lambda _f: self._wake())
-        self._tasks.add(task)
+        with self._lock:
+            self._tasks.add(task)
 
     def _work_batches(self, batch: _Batch) -> None:
         importer = self.importers.take()

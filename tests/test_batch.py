@@ -396,10 +396,12 @@ def test_batches_queued_behind_a_loading_one_go_on_its_connection(cli: Cli,
         assert queued >= 1, "no batch waited ahead of the loading one"
         assert pool.loads() == 1, "a batch waiting ahead is not a load of its own"
         results: dict[str, str] = {}
-        wait_until(lambda: (results.update({rel: f.result().result
-                                            for rel, f in pool.finished()}),
-                            len(results) == len(files))[1], 60,
-                   message="every batch to finish")
+
+        def all_finished() -> bool:
+            results.update({rel: f.result().result for rel, f in pool.finished()})
+            return len(results) == len(files)
+
+        wait_until(all_finished, 60, message="every batch to finish")
     finally:
         pool.close()
     assert set(results.values()) == {"imported"}

@@ -67,7 +67,7 @@ class LedgerView:
     def remembered(self, rel: str, seen: FileSignature) -> str | None:
         """The file's hash when these bytes were hashed before, or None."""
         memory = self.memory.get(rel)
-        if memory is not None and (memory.size_bytes, memory.mtime_ns, memory.inode) == seen:
+        if memory is not None and memory.signature == seen:
             return memory.sha256
         return None
 
@@ -86,8 +86,7 @@ class LedgerView:
     def learn(self, rel: str, seen: FileSignature, sha: str) -> None:
         """Remember a hash (one an import found, say), to be written with the next save."""
         if self.remembered(rel, seen) != sha:
-            memory = hashmemory.FileMemory(seen.size, seen.mtime_ns, seen.inode, sha)
-            self.memory[rel] = self._unsaved[rel] = memory
+            self.memory[rel] = self._unsaved[rel] = hashmemory.FileMemory(seen, sha)
 
     def save(self) -> None:
         """Write the hashes read since the last save, in one statement."""

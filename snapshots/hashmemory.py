@@ -8,19 +8,17 @@ and those files are read once more, nothing worse.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
 
+from snapshots.filesig import FileSignature
 from snapshots.schema import FILES
 
 
-@dataclass(frozen=True)
-class FileMemory:
-    size_bytes: int
-    mtime_ns: int
-    inode: int
+class FileMemory(NamedTuple):
+    signature: FileSignature  # when it was hashed
     sha256: str
 
 
@@ -29,13 +27,12 @@ def hashed_files(conn: psycopg.Connection, schema: str, table: str) -> dict[str,
     rows = conn.execute(sql.SQL(
         "SELECT path, size_bytes, mtime_ns, inode, sha256 FROM {} WHERE table_name = %s").format(
         sql.Identifier(schema, FILES)), (table,)).fetchall()
-    return {r[0]: FileMemory(r[1], r[2], r[3], r[4]) for r in rows}
+    return {r[0]: FileMemory(FileSignature(r[1], r[2], r[3]), r[4]) for r in rows}
 
 
 def remember_hashes(conn: psycopg.Connection, schema: str, table: str,
                     memories: Mapping[str, FileMemory]) -> None:
-    """One statement for any number of paths: sync hashes thousands of files on a first pass,
-    and a commit for each would cost more than the hashing."""
+    """One statement for any number of paths (a first pass learns thousands at once)."""
     if not memories:
         return
     paths = list(memories)
@@ -46,6 +43,7 @@ def remember_hashes(conn: psycopg.Connection, schema: str, table: str,
         "size_bytes = EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, "
         "inode = EXCLUDED.inode, sha256 = EXCLUDED.sha256, hashed_at = now()").format(
         sql.Identifier(schema, FILES)),
-        (table, paths, [memories[p].size_bytes for p in paths],
-         [memories[p].mtime_ns for p in paths], [memories[p].inode for p in paths],
+        (table, paths, [memories[p].signature.size for p in paths],
+         [memories[p].signature.mtime_ns for p in paths],
+         [memories[p].signature.inode for p in paths],
          [memories[p].sha256 for p in paths]))

@@ -133,6 +133,28 @@ def generate(path: Path, rows: int, *, seed: int, changed: float = 0.0) -> None:
     tmp.rename(path)
 
 
+def tagged(src: Path, dst: Path, *, header: bool = True) -> Path:
+    """`src` with `,0` before every line end and `snapshot_id` named in its header: the
+    bytes snapshots itself sends its COPY (engine.copy.copy_tagged), for psql to load the
+    same way. Streamed in 1 MiB pieces, each cut after a line end."""
+    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    tmp = dst.with_suffix(".part")
+    with src.open("rb") as inp, tmp.open("wb") as out:
+        if header:
+            out.write(inp.readline().rstrip(b"\r\n") + b",snapshot_id\n")
+        carry = b""
+        while piece := inp.read(1 << 20):
+            piece = carry + piece
+            cut = piece.rfind(b"\n") + 1
+            carry = piece[cut:]
+            out.write(piece[:cut].replace(b"\n", b",0\n"))
+        if carry:
+            out.write(carry + b",0\n")
+    tmp.rename(dst)
+    return dst
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -170,6 +192,10 @@ class Series:
     def spread(self) -> tuple[float, float]:
         values = [s.seconds for s in self.samples]
         return min(values), max(values)
+
+    def named(self, label: str) -> Series:
+        """The same samples under another label (a second ratio on a line of its own)."""
+        return Series(label, self.samples)
 
     @property
     def peak_rss(self) -> float | None:
@@ -212,10 +238,13 @@ def settle(uri: str) -> None:
     sql(uri, "CHECKPOINT")
 
 
-def psql_copy(uri: str, table: str, path: Path) -> Sample:
+def psql_copy(uri: str, table: str, path: Path, columns: str = COLUMNS) -> Sample:
     settle(uri)
     return timed(["psql", uri, "-v", "ON_ERROR_STOP=1", "-qc",
-                  f"\\copy {table}({COLUMNS}) from '{path}' csv header"], env=psql_env())
+                  f"\\copy {table}({columns}) from '{path}' csv header"], env=psql_env())
+
+
+TAGGED_COLUMNS = COLUMNS + ",snapshot_id"
 
 
 def snapshots_import(uri: str, table: str, *paths: Path, jobs: int = 1) -> Sample:
@@ -224,13 +253,14 @@ def snapshots_import(uri: str, table: str, *paths: Path, jobs: int = 1) -> Sampl
                   "--jobs", str(jobs), *map(str, paths)], env=snapshots_env())
 
 
-def psql_two_streams(uri: str, table: str, halves: tuple[Path, Path]) -> Sample:
+def psql_two_streams(uri: str, table: str, halves: tuple[Path, Path],
+                     columns: str = COLUMNS) -> Sample:
     """Two psql \\copy processes at once, one half each: the raw two-connection COPY."""
     env = psql_env()
     settle(uri)
     started = time.perf_counter()
     procs = [subprocess.Popen(["psql", uri, "-v", "ON_ERROR_STOP=1", "-qc",
-                               f"\\copy {table}({COLUMNS}) from '{half}' csv"
+                               f"\\copy {table}({columns}) from '{half}' csv"
                                f"{' header' if n == 0 else ''}"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for n, half in enumerate(halves)]
@@ -297,16 +327,20 @@ def fresh_copy(src: Path, name: str) -> Path:
 
 
 def scenario_existing(uri: str, data: Path, rounds: int
-                      ) -> tuple[Series, Series, Series, Series]:
+                      ) -> tuple[Series, Series, Series, Series, Series]:
     ours, theirs, again = (Series("snapshots import"), Series("psql \\copy (equal table)"),
                            Series("re-import"))
     plain = Series("psql \\copy (plain table: 4 columns, no DEFAULT, no index)")
+    same = Series("psql \\copy (equal table, the id in each line: snapshots' own COPY)")
     drop_snapshot_table(uri, "bench_append")
-    sql(uri, "DROP TABLE IF EXISTS bench_psql", "DROP TABLE IF EXISTS bench_plain")
+    sql(uri, "DROP TABLE IF EXISTS bench_psql", "DROP TABLE IF EXISTS bench_plain",
+        "DROP TABLE IF EXISTS bench_same")
     first = fresh_copy(data, "snapshot_20240101.csv")
+    with_ids = tagged(data, data.with_name(data.stem + "_tagged.csv"))
     snapshots_import(uri, "bench_append", first)  # creates the table
     sql(uri, "TRUNCATE bench_append")
     sql(uri, "CREATE TABLE bench_psql (LIKE bench_append INCLUDING ALL)",
+        "CREATE TABLE bench_same (LIKE bench_append INCLUDING ALL)",
         "CREATE TABLE bench_plain (user_id bigint, name text, store_name text, "
         "credit_limit numeric)")
     for n in range(rounds):
@@ -316,13 +350,16 @@ def scenario_existing(uri: str, data: Path, rounds: int
             lambda p=path: ours.samples.append(snapshots_import(uri, "bench_append", p)),
             lambda: theirs.samples.append(psql_copy(uri, "bench_psql", data)),
             lambda: plain.samples.append(psql_copy(uri, "bench_plain", data)),
+            lambda: same.samples.append(psql_copy(uri, "bench_same", with_ids,
+                                                  TAGGED_COLUMNS)),
         ]
         for step in steps if n % 2 == 0 else reversed(steps):
             step()
         again.samples.append(snapshots_import(uri, "bench_append", path))
         # Both sides start every round from an empty table of the same shape.
-        sql(uri, "TRUNCATE bench_psql", "TRUNCATE bench_append", "TRUNCATE bench_plain")
-    return ours, theirs, again, plain
+        sql(uri, "TRUNCATE bench_psql", "TRUNCATE bench_append", "TRUNCATE bench_plain",
+            "TRUNCATE bench_same")
+    return ours, theirs, again, plain, same
 
 
 def equal_tables(uri: str, data: Path, name: str) -> None:
@@ -342,6 +379,7 @@ def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
                            Series("raw two-stream COPY (2 x psql, halves)"))
     floor = Series("bare psycopg two-stream (halves, nothing else)")
     plain = Series("psql \\copy (plain table: 4 columns, no DEFAULT, no index)")
+    raw_same = Series("raw two-stream COPY, the id in each line (snapshots' own COPY)")
     equal_tables(uri, data, "bench_par")
     sql(uri, "DROP TABLE IF EXISTS bench_par_plain",
         "CREATE TABLE bench_par_plain (user_id bigint, name text, store_name text, "
@@ -357,6 +395,8 @@ def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
                 while left > 0 and (chunk := src.read(min(left, 1 << 20))):
                     out.write(chunk)
                     left -= len(chunk)
+    halves_ids = (tagged(halves[0], WORK / "half_1_tagged.csv"),
+                  tagged(halves[1], WORK / "half_2_tagged.csv", header=False))
     for n in range(rounds):
         p1 = fresh_copy(data, f"snapshot_2024{n + 2:02d}01.csv")
         p2 = fresh_copy(data, f"snapshot_2024{n + 2:02d}02.csv")
@@ -366,13 +406,15 @@ def scenario_parallel(uri: str, data: Path, rounds: int) -> list[Series]:
             lambda p=p1: one.samples.append(snapshots_import(uri, "bench_par", p)),
             lambda p=p2: two.samples.append(snapshots_import(uri, "bench_par", p, jobs=2)),
             lambda: raw.samples.append(psql_two_streams(uri, "bench_par_psql", halves)),
+            lambda: raw_same.samples.append(psql_two_streams(uri, "bench_par_psql", halves_ids,
+                                                             TAGGED_COLUMNS)),
             lambda: floor.samples.append(psycopg_two_streams(uri, "bench_par_psql", halves)),
         ]
         for step in steps if n % 2 == 0 else reversed(steps):
             step()
             sql(uri, "TRUNCATE bench_par_psql", "TRUNCATE bench_par", "TRUNCATE bench_par_plain")
             drop_parts(uri)
-    return [psql, plain, one, two, raw, floor]
+    return [psql, plain, one, two, raw, raw_same, floor]
 
 
 def scenario_many(uri: str, data: Path, rows: int, rounds: int) -> list[Series]:
@@ -524,30 +566,37 @@ def scenario_sync_first(uri: str, rounds: int, files: int) -> tuple[list[Series]
     return [psql, ours, one], files * SMALL_ROWS, size_mb
 
 
-def scenario_first(uri: str, data: Path, rounds: int) -> tuple[Series, Series, Series]:
+def scenario_first(uri: str, data: Path, rounds: int
+                   ) -> tuple[Series, Series, Series, Series]:
     ours, theirs = (Series("snapshots import (creates table)"),
                     Series("psql \\copy (equal table created beforehand)"))
     plain = Series("psql \\copy (plain table created beforehand: 4 columns)")
+    same = Series("psql \\copy (equal table created beforehand, the id in each line)")
+    with_ids = tagged(data, data.with_name(data.stem + "_tagged.csv"))
     for n in range(rounds):
         table = f"bench_first_{n}"
         drop_snapshot_table(uri, table)
         sql(uri, "DROP TABLE IF EXISTS bench_first_psql", "DROP TABLE IF EXISTS bench_first_plain",
+            "DROP TABLE IF EXISTS bench_first_same",
             "CREATE TABLE bench_first_psql (user_id bigint, name text, store_name text, "
             "credit_limit numeric, snapshot_id bigint NOT NULL "
             "DEFAULT current_setting('snapshots.import_id')::bigint)",
             "CREATE INDEX ON bench_first_psql USING brin (snapshot_id)",
             "CREATE TABLE bench_first_plain (user_id bigint, name text, store_name text, "
-            "credit_limit numeric)")
+            "credit_limit numeric)",
+            "CREATE TABLE bench_first_same (LIKE bench_first_psql INCLUDING ALL)")
         path = fresh_copy(data, "snapshot_20240101.csv")
         steps: list[Callable[[], None]] = [
             lambda t=table, p=path: ours.samples.append(snapshots_import(uri, t, p)),
             lambda: theirs.samples.append(psql_copy(uri, "bench_first_psql", data)),
             lambda: plain.samples.append(psql_copy(uri, "bench_first_plain", data)),
+            lambda: same.samples.append(psql_copy(uri, "bench_first_same", with_ids,
+                                                  TAGGED_COLUMNS)),
         ]
         for step in steps if n % 2 == 0 else reversed(steps):
             step()
         drop_snapshot_table(uri, table)
-    return ours, theirs, plain
+    return ours, theirs, plain, same
 
 
 def scenario_upsert(uri: str, first: Path, second: Path, rounds: int) -> list[Series]:
@@ -852,19 +901,25 @@ def main() -> None:
         ]
         if "existing" in only:
             print("existing table ...", file=sys.stderr)
-            ours, theirs, again, plain = scenario_existing(uri, data, args.rounds)
+            ours, theirs, again, plain, same = scenario_existing(uri, data, args.rounds)
             lines += [row(theirs, args.rows, size_mb, None, plain=plain),
                       row(plain, args.rows, size_mb, theirs),
+                      row(same, args.rows, size_mb, theirs, "(the floor)", plain=plain),
                       row(ours, args.rows, size_mb, theirs, "<= 1.10x, plain <= 1.10x",
                           plain=plain),
+                      row(ours.named("snapshots import vs the same COPY by psql"), args.rows,
+                          size_mb, same),
                       row(again, args.rows, size_mb, ours, "<= 0.10x of import")]
         if "first" in only:
             print("first import ...", file=sys.stderr)
-            ours, theirs, plain = scenario_first(uri, data, args.rounds)
+            ours, theirs, plain, same = scenario_first(uri, data, args.rounds)
             lines += [row(theirs, args.rows, size_mb, None, plain=plain),
                       row(plain, args.rows, size_mb, theirs),
+                      row(same, args.rows, size_mb, theirs, "(the floor)", plain=plain),
                       row(ours, args.rows, size_mb, theirs, "<= 1.15x, plain <= 1.20x",
-                          plain=plain)]
+                          plain=plain),
+                      row(ours.named("snapshots import (creates table) vs the same COPY "
+                                     "by psql"), args.rows, size_mb, same)]
         if "upsert" in only:
             print("upsert ...", file=sys.stderr)
             generate(changed, args.rows, seed=42, changed=0.10)
@@ -889,7 +944,8 @@ def main() -> None:
                               "<= 1.0x of the fastest SQL" if ours is one else "")]
         if "parallel" in only:
             print("parallel parts of one file ...", file=sys.stderr)
-            psql, plain, one, two, raw, floor = scenario_parallel(uri, data, args.rounds)
+            psql, plain, one, two, raw, raw_same, floor = scenario_parallel(
+                uri, data, args.rounds)
             lines += [row(psql, args.rows, size_mb, None, plain=plain),
                       row(plain, args.rows, size_mb, psql),
                       row(one, args.rows, size_mb, psql, "<= 1.10x, plain <= 1.10x",
@@ -897,7 +953,10 @@ def main() -> None:
                       row(two, args.rows, size_mb, psql, "<= 0.85x, plain <= 0.90x",
                           plain=plain),
                       row(raw, args.rows, size_mb, psql),
+                      row(raw_same, args.rows, size_mb, psql, "(the floor)", plain=plain),
                       row(two, args.rows, size_mb, raw, "<= 1.10x of raw two-stream"),
+                      row(two.named("snapshots --jobs 2 vs the same two COPYs by psql"),
+                          args.rows, size_mb, raw_same),
                       row(floor, args.rows, size_mb, raw, "(reference: Python's floor)")]
         if "many" in only:
             print("10 files ...", file=sys.stderr)

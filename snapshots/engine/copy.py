@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from queue import Queue
 
@@ -28,6 +29,7 @@ from snapshots.csvio.quoting import (
 )
 from snapshots.csvio.streams import HashingReader, iter_chunks, open_content, open_span
 from snapshots.engine.context import LoadContext
+from snapshots.engine.gil import copy_stream
 from snapshots.errors import InputError, InterruptedImport
 from snapshots.schema import SNAPSHOT_ID
 
@@ -92,10 +94,11 @@ def copy_file(ctx: LoadContext, path: Path, relation: sql.Composable, columns: S
     newlines, last = 0, b"\n"  # to compare COPY's row count with the file's line count
     # What COPY would silently misread (a part starts at a record, never at a BOM).
     stray = StrayQuotes(ctx.options.csv, bom=span is None or span[0] == 0)
-    with stream, conn.cursor() as cur:
-        # A writer thread pays off only when there is more to send than one socket buffer:
-        # for a small file, starting it costs more than the whole COPY.
-        writer = BoundedWriter(cur) if total > DIRECT_WRITE_BYTES else LibpqWriter(cur)
+    # A writer thread pays off only when there is more to send than one socket buffer:
+    # for a small file, starting it costs more than the whole COPY.
+    threaded = total > DIRECT_WRITE_BYTES
+    with stream, conn.cursor() as cur, copy_stream() if threaded else nullcontext():
+        writer = BoundedWriter(cur) if threaded else LibpqWriter(cur)
         with cur.copy(copy_statement(ctx, relation, columns, header=header),
                       writer=writer) as copy:
             quote = ctx.options.csv.quote.encode(ctx.options.csv.python_encoding)

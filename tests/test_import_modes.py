@@ -25,6 +25,12 @@ def lines(text: str) -> list[str]:
 # --------------------------------------------------------------------------- first import
 
 
+SNAPSHOT_ID_DEFAULT = (
+    "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
+    "ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+    "WHERE d.adrelid = to_regclass(%s) AND a.attname = 'snapshot_id'")
+
+
 def test_first_import_creates_table_with_inferred_types(cli: Cli) -> None:
     content = (
         "User ID,Name,Credit Limit,Active,Joined,Seen At,Seen At TZ,Zip,Delta,Big,Local Day\n"
@@ -72,6 +78,10 @@ def test_first_import_creates_table_with_inferred_types(cli: Cli) -> None:
     assert isinstance(record["imported_by"]["pid"], int)
     assert cli.scalar("SELECT count(DISTINCT snapshot_id) FROM snapshots") == 1
     assert cli.scalar("SELECT min(snapshot_id) FROM snapshots") == record["id"]
+    # The COPY filled snapshot_id from a constant DEFAULT while the table was this
+    # import's alone; what it commits is the DEFAULT every append table has.
+    assert cli.scalar(SNAPSHOT_ID_DEFAULT, ("snapshots",)) == \
+        "(current_setting('snapshots.import_id'::text))::bigint"
 
 
 def test_inference_never_rejects_its_own_file(cli: Cli) -> None:

@@ -101,6 +101,14 @@ def leftovers(conn: psycopg.Connection) -> list[str]:
         (PART_TABLES,)).fetchall()]
 
 
+def snapshot_id_default(conn: psycopg.Connection, table: str) -> str:
+    return conn.execute(
+        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
+        "ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+        "WHERE d.adrelid = to_regclass(%s) AND a.attname = 'snapshot_id'",
+        (table,)).fetchone()[0]
+
+
 def children(conn: psycopg.Connection, table: str) -> list[str]:
     return [r[0] for r in conn.execute(
         "SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid "
@@ -319,6 +327,11 @@ def test_same_rows_in_one_stream_and_in_four_parts(tmp_path: Path, cli_env: dict
 
     id1, id4 = import_id(db_conn, one.name), import_id(db_conn, four.name)
     assert children(db_conn, "t") == [f"snapshot_part_{id4}"]
+    # The parts' COPYs took snapshot_id from their table's constant DEFAULT; attached,
+    # the part has the parent's DEFAULT again.
+    assert snapshot_id_default(db_conn, f"snapshot_part_{id4}") == \
+        snapshot_id_default(db_conn, "t") == \
+        "(current_setting('snapshots.import_id'::text))::bigint"
     assert [r[4] for r in ledger(db_conn) if r[0] in (id1, id4)] == [3000, 3000]
     assert count(db_conn, "t", "WHERE snapshot_id = %s", (id1,)) == 3000
     assert count(db_conn, "t", "WHERE snapshot_id = %s", (id4,)) == 3000

@@ -22,10 +22,9 @@ from snapshots.engine.columns import (
     stream_inference,
 )
 from snapshots.engine.context import LoadContext, Loaded, LoadJob
-from snapshots.engine.copy import TAG_REFUSED, Tagged, copy_file, copy_with_errors, id_tag
+from snapshots.engine.copy import copy_file, copy_with_errors
 from snapshots.engine.target import Target
 from snapshots.errors import InputError, UsageError
-from snapshots.schema import SNAPSHOT_ID
 
 log = logging.getLogger("snapshots.importer")  # the engine's one logger name, as logs show it
 
@@ -102,10 +101,12 @@ def append_new(ctx: LoadContext, path: Path, header: Header, relation: sql.Compo
     # scans the whole new table again inside the load (~0.1 s a million rows). The view
     # comes after, since it would pin column types that a widening may still change.
     ddl.create_append_table(ctx.conn, ctx.schema, ctx.table,
-                            list(zip(names, created, strict=True)), index=True, view=False)
+                            list(zip(names, created, strict=True)), index=True, view=False,
+                            import_id=import_id)
     rows = copy_settling_types(ctx, path, relation, names, created, sha,
-                               (ctx.schema, ctx.table), sample=sample,
-                               tag=id_tag(ctx, import_id) if import_id is not None else None)
+                               (ctx.schema, ctx.table), sample=sample)
+    if import_id is not None:
+        ddl.restore_snapshot_id_default(ctx.conn, ctx.schema, ctx.table)
     ddl.create_latest_view(ctx.conn, ctx.schema, ctx.table)
     typed = ", ".join(f"{n} {t}" for n, t in zip(names, created, strict=True))
     return rows, f"created {ctx.schema}.{ctx.table} ({typed})"
@@ -114,36 +115,26 @@ def append_new(ctx: LoadContext, path: Path, header: Header, relation: sql.Compo
 def copy_settling_types(ctx: LoadContext, path: Path, relation: sql.Composable,
                         names: Sequence[str],
                         created: list[str], sha: str, table: tuple[str, str], *,
-                        sample: StreamInference | None = None, tag: bytes | None = None) -> int:
+                        sample: StreamInference | None = None) -> int:
     """COPY into a table this import creates (`table`, with the sampled types `created`),
     widening its columns and loading again until every row fits. The import and its dry
     run both load this way, so the dry run's verdict is the import's. `created` ends as
     the types the table has. With `sample` (the inference that chose `created`), the check
-    of the stream starts from its types instead of from scratch. `tag`: the rows'
-    snapshot_id sent in their lines (engine.copy.copy_tagged); anything wrong with that
-    COPY and the file loads again without it, which says what is wrong itself."""
+    of the stream starts from its types instead of from scratch."""
     forced_text: list[int] = []  # columns COPY showed to need text (e.g. `""`)
     inference: StreamInference | None = sample.resume() if sample is not None \
         else stream_inference(ctx, names)
     for _ in range(MAX_WIDENINGS):
         try:
             with ctx.conn.transaction():  # savepoint: a retry starts from an empty table
-                rows = copy_file(ctx, path, relation, [*names, SNAPSHOT_ID] if tag else names,
-                                 sha, inference=inference, tag=tag)
+                rows = copy_file(ctx, path, relation, names, sha, inference=inference)
                 if inference is not None and inference.types() != created:
                     raise _NeedsWider(inference.types())
             return rows
         except _NeedsWider as wider:
             retype(ctx, table, names, created, wider.types)
             inference = None  # the full pass is done: the types are right now
-        except TAG_REFUSED as exc:  # DataError and IntegrityError among them
-            if tag is not None:
-                tag = None  # again without it: the plain COPY's own verdict and error
-                if inference is not None:
-                    inference = sample.resume() if sample is not None \
-                        else stream_inference(ctx, names, forced_text)
-                continue
-            assert not isinstance(exc, Tagged.Mismatch)  # only a tagged COPY raises it
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
             _, column, _ = copy_location(exc)
             if column is None or column not in names or \
                     created[names.index(column)] == TEXT or column in ctx.options.types:

@@ -22,7 +22,7 @@ from snapshots.csvio.quoting import first_stray_quote, misplaced_quote_error
 from snapshots.engine.columns import reconcile_columns
 from snapshots.engine.connections import Connections
 from snapshots.engine.context import LoadContext, Loaded
-from snapshots.engine.copy import Stopped, check_stop, copy_file, copy_tagged, copy_with_errors
+from snapshots.engine.copy import Stopped, check_stop, copy_file, copy_with_errors
 from snapshots.engine.merge import check_keys, merge_staged, stage_table
 from snapshots.engine.transaction import Claim, begin, current_target, finish, guard_time_order
 from snapshots.errors import InputError, SchemaDriftError
@@ -83,8 +83,7 @@ def load_parallel(ctx: LoadContext, conns: Connections, path: Path, header: Head
         # signature), and must not have changed since.
         before = hashed.signature if hashed is not None and hashed.path == path \
             else file_signature(path)
-        rows = copy_parts(ctx, conns, path, relation, columns, ranges, import_id,
-                          tagged=target.mode == "append")
+        rows = copy_parts(ctx, conns, path, relation, columns, ranges)
         if file_signature(path) != before or before.size != ranges[-1][1]:
             raise InputError("the file changed while it was being imported; nothing "
                              "written", file=path,
@@ -124,14 +123,12 @@ def load_parallel(ctx: LoadContext, conns: Connections, path: Path, header: Head
 
 def copy_parts(ctx: LoadContext, connections: Connections, path: Path,
                relation: sql.Composable, columns: Sequence[str],
-               ranges: list[tuple[int, int]], import_id: int, *,
-               tagged: bool = False) -> int:
+               ranges: list[tuple[int, int]]) -> int:
     """COPY each byte range over its own connection, each in a thread of its own; each
     part commits on its own (out of sight). A bad row in any part stops the others at
     once and fails the whole file; so does Ctrl-C or a cancellation, and no part commits
-    after this returns. `tagged`: each part's rows carry their snapshot_id in their lines
-    (engine.copy.copy_tagged), a part whose lines are not its records loads without."""
-    tagged_id = import_id if tagged else None
+    after this returns. (An append part's snapshot_id is its table's DEFAULT: see
+    schema.create_part_table.)"""
     conns = connections.for_parts(len(ranges) - 1)
     stop = threading.Event()
     total = sum(end - start for start, end in ranges)
@@ -149,16 +146,8 @@ def copy_parts(ctx: LoadContext, connections: Connections, path: Path,
         conn = conns[k]
         try:
             with conn.transaction():
-                conn.execute("SELECT set_config(%s, %s, true)",
-                             (ddl.IMPORT_ID_SETTING, str(import_id)))
-                tagged = copy_tagged(ctx, path, relation, columns, "", tagged_id, conn=conn,
-                                     span=ranges[k], on_bytes=advance, stop=stop) \
-                    if tagged_id is not None else None
-                # Loaded again without the tag when refused: the part's own verdict and error
-                # (its progress counted once already).
-                rows[k] = tagged if tagged is not None else copy_file(
-                    ctx, path, relation, columns, "", conn=conn, span=ranges[k],
-                    on_bytes=advance if tagged_id is None else None, stop=stop)
+                rows[k] = copy_file(ctx, path, relation, columns, "", conn=conn,
+                                    span=ranges[k], on_bytes=advance, stop=stop)
         except BaseException as exc:
             stop.set()  # first, so the others stop while this error is located
             errors.append((k, exc))

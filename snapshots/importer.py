@@ -292,9 +292,9 @@ class Importer:
               hashed: Hashed | None, parts: int) -> tuple[Loaded, float]:
         """The one transaction: rows and the `imported` record become visible together
         (a parallel load's parts commit out of sight first, then attach in one)."""
-        ranges = parallel_ranges(ctx, path, hashed, parts)
+        ranges = parallel_ranges(ctx, path, header, hashed, parts)
         if ranges is not None:
-            return load_parallel(ctx, self._conns, path, header, sha, claim, hashed, ranges)
+            return load_parallel(ctx, self._conns, path, header, claim, hashed, ranges)
         with self.conn.transaction():  # this is where a file's transaction starts
             target = begin(ctx, path, header, claim)
             job = LoadJob(path, header, target, sha, claim.import_id)

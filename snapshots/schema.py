@@ -338,13 +338,14 @@ def check_type_name(conn: psycopg.Connection, kind: str) -> str:
 # --------------------------------------------------------------------------- parallel loads
 # A file loaded over several connections (`--jobs`) goes first into a table of its own that
 # nothing reads: its parts commit one by one, out of sight. The record's transaction then
-# attaches it to the data table by inheritance (append) or merges and drops it (upsert).
-# The import id in the name ties a leftover to its ledger record, so the reaper can drop it.
+# attaches it to the data table by inheritance (appends only: an upsert loads in one stream,
+# see engine.parallel.parallel_ranges). The import id in the name ties a leftover to its
+# ledger record, so the reaper can drop it (and the `snapshot_stage_<id>` tables that
+# parallel upserts of earlier versions left).
 
 
-def part_table_name(kind: str, import_id: int) -> str:
-    """`snapshot_part_<id>` (rows an append attaches) or `snapshot_stage_<id>` (upsert)."""
-    return f"snapshot_{kind}_{import_id}"
+def part_table_name(import_id: int) -> str:
+    return f"snapshot_part_{import_id}"
 
 
 def create_part_table(conn: psycopg.Connection, schema: str, table: str, import_id: int) -> str:
@@ -356,7 +357,7 @@ def create_part_table(conn: psycopg.Connection, schema: str, table: str, import_
     id and the server evaluates a constant per row. No CHECK (snapshot_id = id) of its own:
     evaluated on every row, it cost about 15% of the load (two streams, 5M rows).
     """
-    name = part_table_name("part", import_id)
+    name = part_table_name(import_id)
     conn.execute(sql.SQL(
         "CREATE TABLE {part} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
         "INCLUDING INDEXES INCLUDING GENERATED INCLUDING STORAGE)").format(
@@ -366,17 +367,6 @@ def create_part_table(conn: psycopg.Connection, schema: str, table: str, import_
         sql.Identifier(schema, name), sql.Literal(
             f"rows of import #{import_id} into {schema}.{table} (loaded in parallel; "
             "read them through the parent)")))
-    return name
-
-
-def create_stage_table(conn: psycopg.Connection, schema: str, table: str, import_id: int,
-                       columns: Sequence[str]) -> str:
-    """An unlogged stage for an upsert loaded in parallel (a temporary table is per session)."""
-    name = part_table_name("stage", import_id)
-    conn.execute(sql.SQL(
-        "CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} LIMIT 0").format(
-        sql.Identifier(schema, name), sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        sql.Identifier(schema, table)))
     return name
 
 

@@ -807,12 +807,13 @@ def merged(stdout: str) -> str:
     return match.group(0)
 
 
-@pytest.mark.smoke  # PostgreSQL 15 too: LIKE, INHERIT and NOT NULL differ by version
+@pytest.mark.smoke
 @pytest.mark.parametrize("delete_missing", [False, True], ids=["keep-missing",
                                                                 "delete-missing"])
-def test_upsert_in_parallel_parts_equals_one_stream(tmp_path: Path, cli_env: dict[str, str],
-                                                    db_url: str, db_conn: psycopg.Connection,
-                                                    delete_missing: bool) -> None:
+def test_upsert_loads_in_one_stream_whatever_jobs(tmp_path: Path, cli_env: dict[str, str],
+                                                  db_url: str, db_conn: psycopg.Connection,
+                                                  delete_missing: bool) -> None:
+    # Staged by parts, the merge lost the key order its join walks (engine.parallel).
     for table in ("t", "t1"):
         db_conn.execute(sql.SQL(KEYED).format(sql.Identifier(table)))
     jan = tmp_path / "snapshot_20230101.csv"
@@ -827,7 +828,7 @@ def test_upsert_in_parallel_parts_equals_one_stream(tmp_path: Path, cli_env: dic
     for path in (jan, jun):
         parallel = ok(cli(db_url, cli_env, "import", *extra, "--jobs", "3", "--part-size", "4k",
                           path, table="t"))
-        assert parallel.stdout.rstrip().endswith("3 parts in parallel"), parallel.stdout
+        assert "parts in parallel" not in parallel.stdout, parallel.stdout
         single = ok(cli(db_url, cli_env, "import", *extra, "--jobs", "1", path, table="t1"))
         assert "parts in parallel" not in single.stdout
         assert merged(parallel.stdout) == merged(single.stdout)
@@ -848,7 +849,7 @@ def test_upsert_in_parallel_parts_equals_one_stream(tmp_path: Path, cli_env: dic
 
 
 @pytest.mark.parametrize("problem", ["duplicate", "empty", "bad-value", "not-null"])
-def test_upsert_key_errors_across_parts_name_the_files_lines(
+def test_upsert_key_errors_with_jobs_name_the_files_lines(
         tmp_path: Path, cli_env: dict[str, str], db_url: str, db_conn: psycopg.Connection,
         problem: str) -> None:
     db_conn.execute(sql.SQL(KEYED).format(sql.Identifier("t")))
@@ -871,10 +872,8 @@ def test_upsert_key_errors_across_parts_name_the_files_lines(
         records[late] = b'1101,"Name\nline two",,1.5\n'
     path = tmp_path / "snapshot_20230603.csv"
     path.write_bytes(header + b"".join(records))
-    ranges = split_records(path, 3, CsvOptions())
-    assert len(ranges) == 3
-    assert part_of(ranges, record_offset(header, records, early)) == 0
-    assert part_of(ranges, record_offset(header, records, late)) == 2
+    # Big enough to be cut into three parts, were an upsert loaded in parts.
+    assert len(split_records(path, 3, CsvOptions())) == 3
 
     result = cli(db_url, cli_env, "import", "--jobs", "3", "--part-size", "4k", path)
     assert result.returncode == 1, (result.stdout, result.stderr)

@@ -4,7 +4,7 @@ differs (each statement built by a small function of its own)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -103,13 +103,11 @@ def check_keys(ctx: LoadContext, path: Path, staged: sql.Identifier, pk: Sequenc
 
 def merge_staged(ctx: LoadContext, path: Path, staged: sql.Identifier, target: Target,
           columns: Sequence[str], *, physical_records: bool = False,
-          spare: sql.Composable | None = None,
-          relocate: Callable[[], None] | None = None, nulls_refused: bool = False) -> str:
+          spare: sql.Composable | None = None, nulls_refused: bool = False) -> str:
     """Merge the staged rows on the primary key; unchanged rows are not touched.
 
     `spare` (--on-error skip): a relation whose rejected records' keys (as text) are in
-    the snapshot, so --delete-missing must not delete them. `relocate`: for a stage not in
-    file order, raises the key error with the file's own line numbers. `nulls_refused`:
+    the snapshot, so --delete-missing must not delete them. `nulls_refused`:
     the stage's key columns are NOT NULL.
     """
     assert target.info is not None
@@ -117,13 +115,8 @@ def merge_staged(ctx: LoadContext, path: Path, staged: sql.Identifier, target: T
     conn = ctx.conn
     # Hashing a million keys wants more than the default 4 MB; for this transaction only.
     conn.execute("SET LOCAL work_mem = '64MB'")
-    try:
-        check_keys(ctx, path, staged, pk, physical_records=physical_records,
-                   nulls_refused=nulls_refused)
-    except InputError:
-        if relocate is not None:
-            relocate()
-        raise
+    check_keys(ctx, path, staged, pk, physical_records=physical_records,
+               nulls_refused=nulls_refused)
     # The key columns' statistics are what the join's plan turns on (how many rows, in
     # what order): a third of the time of the whole stage's.
     conn.execute(sql.SQL("ANALYZE {} ({})").format(staged, listed("", pk)))

@@ -602,7 +602,7 @@ def scenario_first(uri: str, data: Path, rounds: int
 def scenario_upsert(uri: str, first: Path, second: Path, rounds: int) -> list[Series]:
     theirs = Series("psql \\copy of the first")
     one = Series("snapshots upsert (10% changed)")
-    two = Series("snapshots upsert --jobs 2 (parallel staging)")
+    two = Series("snapshots upsert --jobs 2")
     keyed = ("(user_id bigint PRIMARY KEY, name text, store_name text, credit_limit numeric)")
     subprocess.run([*SNAPSHOTS, "-q", "--database", uri, "migrate"], check=True,
                    env=snapshots_env(), stdout=subprocess.DEVNULL)

@@ -149,7 +149,8 @@ def input_error_from_copy(exc: psycopg.Error, path: Path, options: CsvOptions,
     elif sqlstate == "22023" and "encoding" in reason:  # a name Python knows, the server not
         hint = "--encoding names no encoding PostgreSQL knows: try UTF8, LATIN1 or WIN1252"
     elif sqlstate.startswith("22"):
-        hint = "fix the value, choose the column's type with --type, or use --on-error skip"
+        hint = ("fix the value, or use --on-error skip to load the other rows (--type chooses "
+                "a column's type when snapshots creates the table)")
     if column is not None:
         column = column.strip()
     # Row-shaped values (bad format errors) are the whole line: show only for value errors.

@@ -256,17 +256,17 @@ def _snapshot_id_default() -> sql.Composable:
 
 
 def set_snapshot_id_default(conn: psycopg.Connection, schema: str, name: str,
-                            import_id: int) -> None:
-    """A table only this import writes (its part table) fills snapshot_id with a constant."""
+                            import_id: int | None) -> None:
+    """With an id: a table only this import writes (its part table) fills snapshot_id with
+    that constant. With None: back to the DEFAULT every append table has, before anyone
+    else sees the table."""
+    default = _snapshot_id_default() if import_id is None else sql.Literal(int(import_id))
     conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-        sql.Identifier(schema, name), sql.Identifier(SNAPSHOT_ID),
-        sql.Literal(int(import_id))))
+        sql.Identifier(schema, name), sql.Identifier(SNAPSHOT_ID), default))
 
 
 def restore_snapshot_id_default(conn: psycopg.Connection, schema: str, name: str) -> None:
-    """Back to the DEFAULT every append table has, before anyone else sees the table."""
-    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-        sql.Identifier(schema, name), sql.Identifier(SNAPSHOT_ID), _snapshot_id_default()))
+    set_snapshot_id_default(conn, schema, name, None)
 
 
 def create_snapshot_index(conn: psycopg.Connection, schema: str, table: str) -> None:

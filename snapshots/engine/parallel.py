@@ -23,7 +23,6 @@ from snapshots.engine.columns import reconcile_columns
 from snapshots.engine.connections import Connections
 from snapshots.engine.context import LoadContext, Loaded
 from snapshots.engine.copy import Stopped, check_stop, copy_file
-from snapshots.engine.target import resolve_target
 from snapshots.engine.transaction import Claim, begin, current_target, finish
 from snapshots.errors import InputError, SchemaDriftError
 from snapshots.filesig import file_signature
@@ -44,9 +43,8 @@ def parallel_ranges(ctx: LoadContext, path: Path, header: Header, hashed: Hashed
     parts = _worth_parts(ctx, path, most)
     if parts < 2:
         return None
-    info = ddl.describe_table(ctx.conn, ctx.schema, ctx.table)
-    if info is None or resolve_target(ctx.schema, ctx.table, info, ctx.options.mode,
-                                      header.names).mode != "append" or \
+    target = current_target(ctx, header)
+    if target.info is None or target.mode != "append" or \
             not ddl.may_attach(ctx.conn, ctx.schema, ctx.table):
         return None
     if hashed is not None and hashed.path == path and hashed.parts == parts and \
